@@ -1,0 +1,126 @@
+"""The run configuration: every ``[tool.flwr.app.config]`` key, typed and checked once.
+
+Defaults here equal the ones in pyproject.toml (a test keeps them in step), so code and tests
+that build a config without Flower get the same run as ``flwr run .``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any
+
+CHOICES = {
+    "dataset": ("synthetic", "market1501", "dukemtmc", "msmt17", "mars"),
+    "arch": ("resnet18", "resnet34", "resnet50"),
+    "walk_order": ("random", "permutation"),
+}
+
+
+class ConfigError(ValueError):
+    """A run-config value that cannot be used; names the key as the user writes it."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # data
+    dataset: str = "synthetic"
+    data_root: str = ""
+    partitions_dir: str = ""
+    target_camera: int = 1
+    synthetic_cameras: int = 6
+    synthetic_train_ids: int = 100
+    synthetic_test_ids: int = 100
+    # model
+    arch: str = "resnet18"
+    pretrained_weights: str = "synthetic-source"
+    freeze_stem: bool = True
+    image_height: int = 64
+    image_width: int = 32
+    source_ids: int = 300
+    source_epochs: int = 8
+    # random walk
+    walk_order: str = "random"
+    walk_hops: int = 18
+    local_epochs: int = 2
+    batch_size: int = 32
+    lr_head: float = 0.1
+    lr_backbone: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    # server
+    eval_every: int = 6
+    output_dir: str = ""
+    run_name: str = ""
+    resume_from: str = ""
+    node_timeout: float = 300.0
+    message_audit: str = ""
+
+    @staticmethod
+    def key(name: str) -> str:
+        """The user-facing key of a field (``walk_hops`` -> ``walk-hops``)."""
+        return name.replace("_", "-")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
+        """Build from Flower's run config; unknown keys and wrong types are errors."""
+        known = {cls.key(f.name): f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown run-config key(s) {unknown}; known keys: {sorted(known)}")
+        kwargs = {}
+        for key, value in values.items():
+            field = known[key]
+            kwargs[field.name] = _coerce(key, value, field.type)
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {self.key(k): v for k, v in asdict(self).items()}
+
+    def validate(self) -> None:
+        for name, options in CHOICES.items():
+            if getattr(self, name) not in options:
+                raise ConfigError(f"{self.key(name)} = {getattr(self, name)!r}; expected one of "
+                                  f"{list(options)}")
+        positive = ("walk_hops", "local_epochs", "batch_size", "image_height", "image_width",
+                    "eval_every", "synthetic_cameras", "synthetic_train_ids",
+                    "synthetic_test_ids", "source_ids", "source_epochs")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{self.key(name)} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ConfigError("batch-size must be >= 2 (BatchNorm needs two images)")
+        if self.dataset != "synthetic" and not self.data_root:
+            raise ConfigError(
+                f"dataset = {self.dataset!r} needs data-root, the folder holding the dataset, "
+                f"e.g. --run-config \"dataset='{self.dataset}' data-root='/data/{self.dataset}'\""
+            )
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    kind = kind if isinstance(kind, str) else kind.__name__
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind == "str" and isinstance(value, str):
+        return value
+    raise ConfigError(f"{key} = {value!r}: expected a {kind}")
+
+
+def defaults() -> dict[str, Any]:
+    """The default value of every key, as pyproject.toml must list them."""
+    return {RunConfig.key(f.name): f.default for f in fields(RunConfig)
+            if f.default is not MISSING}

@@ -1,0 +1,1 @@
+"""Dataset readers, tracklet sampling, per-camera partitioning and the synthetic network."""

@@ -1,0 +1,48 @@
+"""Server-side set-up before any message: the dataset on disk and its per-camera partition.
+
+The synthetic default is generated on first use and cached, like the partition of any dataset,
+under ``$DMNREID_CACHE`` (default ``~/.cache/dmnreid``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from dmnreid.cache import cache_home
+from dmnreid.config import RunConfig
+from dmnreid.data_prep.datasets import read_dataset
+from dmnreid.data_prep.partition import write_partition
+from dmnreid.data_prep.synthetic import SyntheticConfig, generate
+
+
+def synthetic_config(cfg: RunConfig) -> SyntheticConfig:
+    """The camera network of a run. Fixed seed: runs with other seeds share the same data."""
+    return SyntheticConfig(cameras=cfg.synthetic_cameras, train_ids=cfg.synthetic_train_ids,
+                           test_ids=cfg.synthetic_test_ids, seed=0)
+
+
+def dataset_root(cfg: RunConfig, progress: bool = True) -> Path:
+    """The dataset folder, generating the synthetic network when it is the one asked for."""
+    if cfg.dataset != "synthetic":
+        return Path(cfg.data_root).expanduser()
+    syn = synthetic_config(cfg)
+    root = Path(cfg.data_root).expanduser() if cfg.data_root else (
+        cache_home() / "synthetic" / f"c{syn.cameras}-tr{syn.train_ids}-te{syn.test_ids}"
+        f"-s{syn.seed}")
+    generate(root, syn, progress=progress)
+    return root
+
+
+def prepare_partitions(cfg: RunConfig, progress: bool = True) -> Path:
+    """Dataset -> one node folder per camera (cached); returns the partition folder."""
+    root = dataset_root(cfg, progress)
+    if cfg.partitions_dir:
+        out = Path(cfg.partitions_dir).expanduser()
+    else:
+        tag = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
+        out = cache_home() / "partitions" / f"{cfg.dataset}-{tag}-target{cfg.target_camera}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_partition(read_dataset(cfg.dataset, root), out, target_camera=cfg.target_camera,
+                    seed=0, progress=progress)
+    return out

@@ -1,0 +1,94 @@
+"""An offline stand-in for ImageNet pretraining, for the synthetic default.
+
+The paper freezes an ImageNet-pretrained stem. Offline there are no ImageNet weights, and a
+frozen random stem is not the paper's setting. So the backbone is trained once, supervised, on
+a separate labelled synthetic source domain: identities disjoint from the camera network's
+(another appearance seed) and imaging styles drawn afresh for every tracklet (no fixed camera
+looks to overfit to). The weights are saved with torchvision's key names, so they load exactly
+like an ImageNet file, and cached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from logging import INFO
+from pathlib import Path
+
+import torch
+from flwr.common.logger import log
+
+from dmnreid.cache import cache_home
+from dmnreid.config import RunConfig
+from dmnreid.data_prep.datasets import read_dataset
+from dmnreid.data_prep.synthetic import SyntheticConfig, generate
+from dmnreid.reid.images import cached_decode
+from dmnreid.reid.model import ReidNet
+from dmnreid.reid.train import TrainConfig, TrainStats, train_local
+
+SOURCE_APPEARANCE_SEED = 7_919
+SOURCE_STYLE_SEED = 104_729
+
+
+def source_config(cfg: RunConfig) -> SyntheticConfig:
+    return SyntheticConfig(
+        cameras=cfg.synthetic_cameras, train_ids=cfg.source_ids, test_ids=1, distractors=0,
+        junk=0, random_styles=True, seed=1, appearance_seed=SOURCE_APPEARANCE_SEED,
+        style_seed=SOURCE_STYLE_SEED,
+    )
+
+
+def weights_path(cfg: RunConfig) -> Path:
+    return cache_home() / "pretrained" / (
+        f"source-{cfg.arch}-{cfg.image_height}x{cfg.image_width}-ids{cfg.source_ids}"
+        f"-ep{cfg.source_epochs}.pt")
+
+
+def torchvision_state(model: ReidNet) -> dict[str, torch.Tensor]:
+    """stem.*/middle.* keys renamed to torchvision's (conv1..layer4); the head is dropped."""
+    return {k.split(".", 1)[1]: v.clone() for k, v in model.state_dict().items()
+            if k.startswith(("stem.", "middle."))}
+
+
+def pretrain_source(cfg: RunConfig, out: Path) -> TrainStats:
+    """Train the whole backbone on the source domain and save it to ``out``."""
+    syn = source_config(cfg)
+    root = cache_home() / "synthetic" / f"source-c{syn.cameras}-ids{syn.train_ids}"
+    generate(root, syn, progress=True)
+    train = read_dataset("synthetic", root).train
+    pids = sorted({s.pid for s in train})
+    index = {pid: i for i, pid in enumerate(pids)}
+    paths = [f for s in train for f in s.frames]
+    labels = torch.tensor([index[s.pid] for s in train for _ in s.frames])
+    images = cached_decode(paths, cfg.image_height, cfg.image_width, root / "cache", "source",
+                           progress=True)
+    model = ReidNet(cfg.arch, len(pids))
+    log(INFO, "Pretraining the %s stand-in for ImageNet on %d source images, %d identities, "
+        "%d epochs (once; cached at %s)", cfg.arch, len(images), len(pids), cfg.source_epochs,
+        out)
+
+    def progress(epoch: int, stats: TrainStats) -> None:
+        log(INFO, "  source epoch %d/%d: loss %.3f accuracy %.2f (%.0f s)", epoch + 1,
+            cfg.source_epochs, stats.loss, stats.accuracy, stats.seconds)
+
+    stats = train_local(model, images, labels, TrainConfig(
+        epochs=cfg.source_epochs, batch_size=64, lr_head=0.1, lr_backbone=0.05, seed=1),
+        on_epoch=progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    torch.save(torchvision_state(model), tmp)
+    os.replace(tmp, out)
+    out.with_suffix(".json").write_text(json.dumps({
+        "arch": cfg.arch, "source": syn.__dict__ | {"frames_per_tracklet":
+                                                   list(syn.frames_per_tracklet)},
+        "images": len(images), "identities": len(pids), "loss": stats.loss,
+        "accuracy": stats.accuracy, "seconds": stats.seconds}, indent=2))
+    return stats
+
+
+def ensure_source_weights(cfg: RunConfig) -> Path:
+    """The cached stand-in weights for this arch and image size, trained on first use."""
+    out = weights_path(cfg)
+    if not out.is_file():
+        pretrain_source(cfg, out)
+    return out

@@ -1,0 +1,114 @@
+"""One folder per run holding everything it produced, written so a crash loses no finished work.
+
+    config.json          the resolved run configuration
+    hops.jsonl           one line per random-walk hop
+    evaluations.jsonl    one line per evaluation (stage, hop, rank1/5/10, mAP)
+    metrics.json/.csv    the headline results (baseline, final, ...)
+    checkpoints/         walking weights after every hop (the latest kept), for resume
+    map_curve.png        mAP and rank-1 over hops
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+CHECKPOINT = "checkpoints/latest.pt"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Writes a run's outputs; ``RunDir.resume`` reopens one to continue it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def create(cls, output_dir: Path, name: str) -> RunDir:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = output_dir / f"{stamp}-{name}"
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = output_dir / f"{stamp}-{name}-{suffix}"
+        return cls(path)
+
+    @classmethod
+    def resume(cls, path: Path) -> RunDir:
+        if not (path / CHECKPOINT).is_file():
+            raise FileNotFoundError(f"resume-from {path}: no {CHECKPOINT} there to resume from")
+        return cls(path)
+
+    def write_json(self, name: str, data: object) -> None:
+        _atomic_write(self.path / name, json.dumps(data, indent=2, default=str).encode())
+
+    def read_json(self, name: str) -> dict:
+        path = self.path / name
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def append(self, name: str, record: dict) -> None:
+        with (self.path / name).open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read_lines(self, name: str) -> list[dict]:
+        path = self.path / name
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def truncate_lines(self, name: str, keep: int) -> None:
+        """Drop records past ``keep``: a resumed run redoes work its checkpoint does not hold."""
+        lines = self.read_lines(name)[:keep]
+        _atomic_write(self.path / name, "".join(json.dumps(r) + "\n" for r in lines).encode())
+
+    def save_checkpoint(self, state: OrderedDict[str, torch.Tensor], info: dict) -> None:
+        tmp = self.path / f"checkpoints/.latest.tmp{os.getpid()}"
+        torch.save({"state": state, "info": info}, tmp)
+        os.replace(tmp, self.path / CHECKPOINT)
+
+    def load_checkpoint(self) -> tuple[OrderedDict[str, torch.Tensor], dict]:
+        data = torch.load(self.path / CHECKPOINT, map_location="cpu", weights_only=True)
+        return OrderedDict(data["state"]), data["info"]
+
+    def write_metrics(self, metrics: dict[str, dict]) -> None:
+        """metrics.json as given, metrics.csv as one row per stage."""
+        self.write_json("metrics.json", metrics)
+        rows = [{"stage": stage, **values} for stage, values in metrics.items()
+                if isinstance(values, dict)]
+        pd.DataFrame(rows).to_csv(self.path / "metrics.csv", index=False)
+
+    def plot_curve(self) -> None:
+        """mAP and rank-1 against hops, from evaluations.jsonl."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        table = pd.DataFrame(self.read_lines("evaluations.jsonl"))
+        if table.empty:
+            return
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for metric in ("mAP", "rank1"):
+            ax.plot(table["hop"], table[metric], marker="o", label=metric)
+        ax.set_xlabel("hop")
+        ax.set_ylabel("%")
+        ax.set_title("retrieval on query/gallery during the walk")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(self.path / "map_curve.png", dpi=100)
+        plt.close(fig)

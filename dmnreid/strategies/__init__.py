@@ -1,0 +1,1 @@
+"""Server-side phase logic, each a small module over Flower's Grid."""

@@ -1,0 +1,107 @@
+"""The random walk (paper 3.2): hop order, what travels, and a record per hop."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from dmnreid.messages import (
+    CONFIG,
+    WEIGHTS,
+    NodeError,
+    message_bytes,
+    metrics_of,
+    record_state,
+    reply_content,
+    state_record,
+)
+
+
+def hop_order(num_nodes: int, hops: int, order: str, seed: int) -> list[int]:
+    """Node indices visited, one per hop, reproducible from ``seed``.
+
+    ``random``: each next node uniform among the others (never the current one).
+    ``permutation``: every node once per cycle, shuffled each cycle; a cycle never starts
+    where the previous one ended.
+    """
+    if num_nodes < 1:
+        raise ValueError("a walk needs at least one node")
+    rng = np.random.default_rng(seed)
+    visits: list[int] = []
+    if order == "random":
+        current = int(rng.integers(num_nodes))
+        for _ in range(hops):
+            visits.append(current)
+            if num_nodes > 1:
+                step = int(rng.integers(1, num_nodes))
+                current = (current + step) % num_nodes
+        return visits
+    if order == "permutation":
+        while len(visits) < hops:
+            cycle = [int(i) for i in rng.permutation(num_nodes)]
+            if visits and num_nodes > 1 and cycle[0] == visits[-1]:
+                cycle[0], cycle[-1] = cycle[-1], cycle[0]
+            visits.extend(cycle)
+        return visits[:hops]
+    raise ValueError(f"walk-order {order!r}: expected 'random' or 'permutation'")
+
+
+@dataclass(frozen=True)
+class Hop:
+    """The record of one hop, one line of hops.jsonl."""
+
+    hop: int
+    node: int
+    camera: int
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+    round_trip_seconds: float
+    bytes_sent: int
+    bytes_received: int
+
+
+def send_hop(grid: Grid, node_id: int, camera: int, hop: int,
+             state: OrderedDict[str, torch.Tensor], config: dict,
+             timeout: float) -> tuple[OrderedDict[str, torch.Tensor], Hop]:
+    """Send the walking weights to one node for a hop; return its weights and the record."""
+    content = RecordDict({WEIGHTS: state_record(state), CONFIG: ConfigRecord({**config,
+                                                                                "hop": hop})})
+    sent = message_bytes(content)
+    start = time.perf_counter()
+    message = Message(content, dst_node_id=node_id, message_type="train.walk")
+    replies = list(grid.send_and_receive([message], timeout=timeout))
+    if not replies:
+        raise NodeError(f"hop {hop}: camera {camera} (node {node_id}) did not answer within "
+                        f"{timeout:.0f} s")
+    reply = reply_content(replies[0], f"{node_id} (camera {camera})")
+    new_state = record_state(reply[WEIGHTS])
+    if set(new_state) != set(state):
+        raise NodeError(f"hop {hop}: camera {camera} sent back weights with other layers")
+    metrics = metrics_of(reply)
+    return new_state, Hop(
+        hop=hop, node=node_id, camera=camera, loss=float(metrics["loss"]),
+        accuracy=float(metrics["accuracy"]), images=int(metrics["images"]),
+        seconds=float(metrics["seconds"]), round_trip_seconds=time.perf_counter() - start,
+        bytes_sent=sent, bytes_received=message_bytes(reply),
+    )
+
+
+def walk(grid: Grid, nodes: list[tuple[int, int]], state: OrderedDict[str, torch.Tensor],
+         order: list[int], start: int, config: dict, timeout: float,
+         after_hop: Callable[[Hop, OrderedDict[str, torch.Tensor]], None]
+         ) -> OrderedDict[str, torch.Tensor]:
+    """Walk hops ``start..len(order)-1`` over ``nodes`` = [(node id, camera)]."""
+    for hop in range(start, len(order)):
+        node_id, camera = nodes[order[hop]]
+        state, record = send_hop(grid, node_id, camera, hop, state, config, timeout)
+        after_hop(record, state)
+    return state
