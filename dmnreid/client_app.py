@@ -52,7 +52,7 @@ def walk(msg: Message, context: Context) -> Message:
     metrics = MetricRecord({
         "loss": result.stats.loss, "accuracy": result.stats.accuracy,
         "images": result.stats.images, "seconds": result.stats.seconds,
-        "num-classes": result.num_classes,
+        "num-classes": result.num_classes, "stem-digest": result.stem_digest,
     })
     return Message(RecordDict({WEIGHTS: state_record(result.state), METRICS: metrics}),
                    reply_to=msg)

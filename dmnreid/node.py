@@ -17,7 +17,7 @@ from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import NodeData, load_node, read_partition
 from dmnreid.data_prep.records import DatasetError
 from dmnreid.reid.images import cached_decode
-from dmnreid.reid.model import build_model, load_walking_state, walking_state
+from dmnreid.reid.model import build_model, load_walking_state, stem_digest, walking_state
 from dmnreid.reid.train import TrainConfig, TrainStats, train_local
 
 
@@ -42,6 +42,7 @@ class HopResult:
     state: OrderedDict[str, torch.Tensor]
     stats: TrainStats
     num_classes: int
+    stem_digest: int
 
 
 def training_images(data: NodeData, cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,4 +66,5 @@ def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
         lr_backbone=cfg.lr_backbone, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
         seed=cfg.seed * 100_003 + hop,
     ))
-    return HopResult(walking_state(model, cfg.freeze_stem), stats, data.num_classes)
+    return HopResult(walking_state(model, cfg.freeze_stem), stats, data.num_classes,
+                     stem_digest(model))

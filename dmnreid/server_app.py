@@ -21,7 +21,13 @@ from dmnreid.data_prep.partition import read_partition
 from dmnreid.messages import CONFIG, NodeError, metrics_of, replies_by_node, reply_content
 from dmnreid.prepare import prepare_partitions
 from dmnreid.reid.evaluator import Evaluator
-from dmnreid.reid.model import build_model, load_walking_state, resolve_weights, walking_state
+from dmnreid.reid.model import (
+    build_model,
+    load_walking_state,
+    resolve_weights,
+    stem_digest,
+    walking_state,
+)
 from dmnreid.reid.pretrain import ensure_source_weights
 from dmnreid.run_dir import RunDir
 from dmnreid.strategies.random_walk import Hop, hop_order, walk
@@ -114,7 +120,12 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
     hop_config = {"partition-dir": str(partitions),
                   "weights-file": str(weights) if weights else ""}
 
+    server_stem = stem_digest(model)
+
     def after_hop(hop: Hop, new_state: OrderedDict[str, torch.Tensor]) -> None:
+        if hop.stem_digest != server_stem:
+            raise NodeError(f"camera {hop.camera} trained with a stem that differs from the "
+                            "server's: every node needs the same pretrained-weights file")
         run.append("hops.jsonl", hop.__dict__)
         run.save_checkpoint(new_state, {"hop": hop.hop})
         log(INFO, "hop %d/%d camera %d: loss %.3f acc %.2f, %d images in %.1f s, %.1f MB each way",

@@ -38,11 +38,13 @@ FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding
 
 # Random-stream tags: each purpose draws from its own stream so that, e.g., changing the
 # number of distractors never changes what an identity looks like.
-_S_LAYOUT, _S_FRAMES, _S_LOOK, _S_TWIN, _S_CAMERA, _S_TRACK_STYLE, _S_EXTRA = range(7)
+_S_LAYOUT, _S_FRAMES, _S_LOOK, _S_TWIN, _S_CAMERA, _S_TRACK_STYLE, _S_EXTRA, _S_SCENE = range(8)
+_SCENE_POOL = 48  # random-style mode: scenes shared by tracklets (a scene costs ~5 ms)
 
 FRONT, BACK, SIDE = 0, 1, 2
 _VIEW_NAMES = ("front", "back", "side")
 _SUPERSAMPLE = 2  # draw at 2x and box-downsample: cheap anti-aliasing
+_CHANNELS = np.arange(3, dtype=np.uint16)
 
 
 @dataclass(frozen=True)
@@ -310,7 +312,7 @@ class _Style:
     """How one camera (or, in random mode, one tracklet) images the world."""
 
     matrix: tuple[float, ...]  # 3x4 colour matrix for PIL convert (gains, cast, saturation, ...)
-    lut: list[int]  # per-channel gamma
+    lut: np.ndarray  # (768,) float32 per-channel gamma curves, interleaved by channel
     blur: float  # Gaussian radius in output pixels
     shade: np.ndarray  # (H, W, 1) vignette and side lighting
     noise: np.ndarray  # (H + 16, W + 16, 3) sensor noise bank, cropped at random per frame
@@ -416,6 +418,19 @@ def _make_scene(rng: np.random.Generator, h: int, w: int, horizon: int) -> np.nd
     return np.clip(arr * light, 0, 255).astype(np.uint8)
 
 
+def _scene(rng: np.random.Generator, config: SyntheticConfig) -> np.ndarray:
+    """A background four frames wide, so different tracklets see different parts of it."""
+    s = config.style_strength
+    fw, fh = config.image_width * _SUPERSAMPLE, config.image_height * _SUPERSAMPLE
+    sh, sw = fh + 32, 4 * fw
+    horizon = int(16 + fh * (0.78 + s * (float(rng.uniform(0.5, 0.9)) - 0.78)))
+    scene = _make_scene(rng, sh, sw, horizon)
+    if s < 1:
+        neutral = _neutral_scene(sh, sw, horizon)
+        scene = (neutral * (1 - s) + scene * s).astype(np.uint8)
+    return scene
+
+
 def _neutral_scene(h: int, w: int, horizon: int) -> np.ndarray:
     rng = np.random.default_rng(12345)
     img = np.empty((h, w, 3), np.float32)
@@ -425,14 +440,17 @@ def _neutral_scene(h: int, w: int, horizon: int) -> np.ndarray:
     return img.astype(np.uint8)
 
 
-def _sample_style(rng: np.random.Generator, config: SyntheticConfig, scene_w: int) -> _Style:
-    """Draw an imaging style; ``style_strength`` pulls every parameter towards neutral."""
+def _sample_style(rng: np.random.Generator, config: SyntheticConfig,
+                  scenes: list[np.ndarray] | None = None) -> _Style:
+    """Draw an imaging style; ``style_strength`` pulls every parameter towards neutral.
+
+    The background scene is drawn too, or picked from ``scenes`` when given.
+    """
     s = config.style_strength
     w, h = config.image_width, config.image_height
-    fw, fh = w * _SUPERSAMPLE, h * _SUPERSAMPLE
 
-    gains = np.exp(rng.normal(0, 0.2, 3) * s)
-    cast = np.eye(3) + rng.normal(0, 0.07, (3, 3)) * (1 - np.eye(3)) * s
+    gains = np.exp(rng.normal(0, 0.16, 3) * s)
+    cast = np.eye(3) + rng.normal(0, 0.05, (3, 3)) * (1 - np.eye(3)) * s
     sat = 1 + s * (float(rng.uniform(0.5, 1.35)) - 1)
     luma = np.array([0.299, 0.587, 0.114])
     satm = sat * np.eye(3) + (1 - sat) * np.tile(luma, (3, 1))
@@ -442,11 +460,11 @@ def _sample_style(rng: np.random.Generator, config: SyntheticConfig, scene_w: in
     offset = (1 - contrast) * 128 + bright
     matrix = tuple(float(v) for row in np.hstack([a, np.full((3, 1), offset)]) for v in row)
 
-    gamma = np.exp((rng.normal(0, 0.28) + rng.normal(0, 0.07, 3)) * s)
+    gamma = np.exp((rng.normal(0, 0.24) + rng.normal(0, 0.06, 3)) * s)
     x = np.arange(256) / 255.0
-    lut = [int(v) for g in gamma for v in np.clip(np.round(255 * x ** (1 / g)), 0, 255)]
+    lut = (255 * x[:, None] ** (1 / gamma[None, :])).astype(np.float32).ravel()
 
-    blur = 0.3 + s * (float(rng.uniform(0.0, 1.3)) - 0.3)
+    blur = 0.3 + s * (float(rng.uniform(0.0, 1.1)) - 0.3)
     sigma = 2 + s * (float(rng.uniform(1, 9)) - 2)
     vig = s * float(rng.uniform(0.0, 0.45))
     side = s * float(rng.uniform(-0.25, 0.25))
@@ -460,13 +478,7 @@ def _sample_style(rng: np.random.Generator, config: SyntheticConfig, scene_w: in
     anchor = 0.965 + s * (float(rng.uniform(0.93, 0.99)) - 0.965)
     views = (1 - min(s, 1)) / 3 + min(s, 1) * rng.dirichlet([1.2, 1.2, 1.2])
 
-    sh = fh + 32
-    horizon = int(16 + fh * (0.78 + s * (float(rng.uniform(0.5, 0.9)) - 0.78)))
-    scene = _make_scene(rng, sh, scene_w, horizon)
-    if s < 1:
-        neutral = _neutral_scene(sh, scene_w, horizon)
-        scene = (neutral * (1 - s) + scene * s).astype(np.uint8)
-    del fw
+    scene = _scene(rng, config) if scenes is None else scenes[int(rng.integers(len(scenes)))]
     return _Style(matrix, lut, max(0.0, blur), shade[..., None].astype(np.float32), noise,
                   int(np.clip(quality, 50, 98)), scale, anchor, views / views.sum(), scene)
 
@@ -753,10 +765,11 @@ def _finish(canvas: Image.Image, style: _Style, rng: np.random.Generator, illum:
     for row in range(3):
         for col in range(3):
             m[row * 4 + col] *= illum
-    img = img.convert("RGB", tuple(m)).point(style.lut)
+    img = img.convert("RGB", tuple(m))
     h, w = config.image_height, config.image_width
     oy, ox = (int(v) for v in rng.integers(0, 17, 2))
-    arr = np.asarray(img, np.float32) * style.shade + style.noise[oy:oy + h, ox:ox + w]
+    arr = np.take(style.lut, np.asarray(img) * np.uint16(3) + _CHANNELS)  # gamma by table
+    arr = arr * style.shade + style.noise[oy:oy + h, ox:ox + w]
     return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
 
 
@@ -777,15 +790,25 @@ def _render_tracklet(look: _Look, style: _Style, n: int, rng: np.random.Generato
     direction = int(rng.choice([-1, 1]))
     phase = float(rng.uniform(0, 2 * math.pi))
     step = float(rng.uniform(0.55, 1.0))
-    base_ox = int(rng.integers(0, max(1, sw - fw)))
-    trk_scale = float(rng.uniform(0.94, 1.06))
+    # The camera is static and the person walks, so the crop slides over the scene (side
+    # view) or the person grows or shrinks (towards or away from the camera).
+    if view == SIDE:
+        vx, grow = direction * float(rng.uniform(0.08, 0.2)) * fw, 0.0
+    else:
+        vx = float(rng.normal(0, 0.03)) * fw
+        grow = float(rng.uniform(0.005, 0.02)) * (1 if view == FRONT else -1)
+    path = vx * (n - 1)
+    lo, hi = max(0.0, -path), sw - fw - max(0.0, path)
+    base_ox = float(rng.uniform(lo, hi)) if hi > lo else (sw - fw) / 2 - path / 2
+    trk_scale = float(rng.uniform(0.94, 1.06)) * (1 - grow * (n - 1) / 2)
     frames = []
-    for _ in range(n):
-        ox = base_ox + int(rng.integers(-4, 5))
+    for t in range(n):
+        ox = round(base_ox + vx * t) + int(rng.integers(-3, 4))
         oy = 16 + int(rng.integers(-6, 7))
         canvas = _background(style, config, ox, oy)
         flip = direction if view == SIDE else int(rng.choice([-1, 1]))
-        size = fh * style.scale * look.height * trk_scale * float(rng.uniform(0.97, 1.03))
+        size = fh * style.scale * look.height * trk_scale * (1 + grow * t) * float(
+            rng.uniform(0.98, 1.02))
         feet = fh * style.anchor + float(rng.normal(0, 0.012)) * fh
         cx = fw / 2 + float(rng.normal(0, 0.045)) * fw
         _draw_person(canvas, look, view, flip, phase, cx, feet, size)
@@ -878,16 +901,21 @@ def _write_jpeg(img: Image.Image, path: Path, quality: int) -> None:
 
 def _camera_styles(config: SyntheticConfig) -> dict[int, _Style]:
     seed = config.effective_style_seed
-    sw = config.image_width * _SUPERSAMPLE * 4
-    return {cam: _sample_style(np.random.default_rng([seed, _S_CAMERA, cam]), config, sw)
+    return {cam: _sample_style(np.random.default_rng([seed, _S_CAMERA, cam]), config)
             for cam in range(1, config.cameras + 1)}
 
 
-def _render_job(job: _Job, config: SyntheticConfig, looks: _Looks,
-                styles: dict[int, _Style]) -> tuple[list[Image.Image], int]:
+def _scene_pool(config: SyntheticConfig) -> list[np.ndarray]:
+    seed = config.effective_style_seed
+    return [_scene(np.random.default_rng([seed, _S_SCENE, k]), config)
+            for k in range(_SCENE_POOL)]
+
+
+def _render_job(job: _Job, config: SyntheticConfig, looks: _Looks, styles: dict[int, _Style],
+                scenes: list[np.ndarray]) -> tuple[list[Image.Image], int]:
     if config.random_styles:
         srng = np.random.default_rng([config.effective_style_seed, _S_TRACK_STYLE, job.index])
-        style = _sample_style(srng, config, config.image_width * _SUPERSAMPLE + 40)
+        style = _sample_style(srng, config, scenes)
     else:
         style = styles[job.cam]
     rng = np.random.default_rng([config.seed, _S_FRAMES, job.index])
@@ -1005,13 +1033,14 @@ def _generate_into(root: Path, config: SyntheticConfig, progress: bool) -> dict[
     jobs = _layout(config)
     looks = _Looks(config)
     styles = {} if config.random_styles else _camera_styles(config)
+    scenes = _scene_pool(config) if config.random_styles else []
     total = sum(len(j.frames) for j in jobs)
     per_cam = {str(c): 0 for c in range(1, config.cameras + 1)}
     counts = {f"{s}_images": 0 for s in FOLDERS}
     with tqdm(total=total, desc="synthetic re-id", unit="img", disable=not progress,
               leave=False) as bar:
         for job in jobs:
-            images, quality = _render_job(job, config, looks, styles)
+            images, quality = _render_job(job, config, looks, styles, scenes)
             for img, (folder, name) in zip(images, job.names(), strict=True):
                 _write_jpeg(img, root / folder / name, quality)
                 split = next(s for s, f in FOLDERS.items() if f == folder)

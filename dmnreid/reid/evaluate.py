@@ -7,19 +7,25 @@ k+1; AP is the mean, over the query's true matches, of the precision at each mat
 mAP is the mean AP. Distractors (pid 0) and junk (pid -1) are ordinary pids, as in torchreid.
 
 Ties: the gallery order of a query is a *stable* ascending sort of its distances, i.e. equal
-distances are ranked by gallery index (NaN last). torchreid's ``np.argsort`` leaves tie order
-unspecified; without ties both agree exactly.
+distances are ranked by gallery index. torchreid's ``np.argsort`` leaves tie order
+unspecified; without ties both agree exactly. NaN distances are rejected.
 
-Speed: AP and CMC only need the rank of each same-pid gallery item among its query's row, so
-no argsort is built. Per block of queries the rows are value-sorted (SIMD, several times
-cheaper than ``argsort``), each same-pid item is located by a vectorised binary search, and
-only rows where such an item ties with another value get a stable argsort. The junk removal
-is then a correction computed inside each query's same-pid group (few items per query).
+MARS (video): average each tracklet's frame features with ``pool_tracklet_features``, then
+rank the tracklets exactly as images.
+
+Speed: AP and CMC only need the rank of each same-pid gallery item in its query's row, so no
+argsort is built. Per block of queries the rows are value-sorted (SIMD, several times cheaper
+than ``argsort``), every same-pid item is located by one vectorised binary search, and the rare
+items that tie count their equal values at smaller gallery indices directly. Junk removal is
+then a correction inside each query's same-pid group (a few items per query). Blocks bound the
+memory and run in threads (the sorts release the GIL).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -102,8 +108,8 @@ def summarise(cmc: np.ndarray, mAP: float) -> dict[str, float]:
 def _count_less(sorted_rows: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
     """For each (row, value): how many entries of the ascending row are < value.
 
-    A branch-free binary search over all pairs at once (NaN values give 0; callers treat
-    them separately).
+    One branch-free binary search over all pairs at once, instead of a Python loop of
+    per-row ``np.searchsorted`` calls.
     """
     n = sorted_rows.shape[1]
     flat = sorted_rows.ravel()
@@ -119,26 +125,26 @@ def _count_less(sorted_rows: np.ndarray, rows: np.ndarray, values: np.ndarray) -
 
 
 def _stable_positions(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Position of each entry (row, col) in its row's stable ascending order."""
+    """Position of each entry (row, col) in its row's stable ascending order.
+
+    A value sort of the rows (SIMD, far cheaper than an argsort) gives each entry's count of
+    smaller values, which is its position unless it ties; tied entries add the equal values at
+    smaller gallery indices, counted directly (rare on real distances).
+    """
     num_g = block.shape[1]
-    values = block[rows, cols]
     sorted_rows = np.sort(block, axis=1)
+    if np.issubdtype(block.dtype, np.floating) and np.isnan(sorted_rows[:, -1]).any():
+        raise ValueError("distmat contains NaN")
+    values = block[rows, cols]
     positions = _count_less(sorted_rows, rows, values)
-    # Without an equal neighbour the count of smaller values is the stable position; entries
-    # that tie (or are NaN) need the row's stable argsort to place them among equals.
     after = np.minimum(positions + 1, num_g - 1)
-    tied = (positions + 1 < num_g) & (sorted_rows[rows, after] == values)
-    if np.issubdtype(values.dtype, np.floating):
-        tied |= np.isnan(values)
-    if tied.any():
-        tie_rows = np.unique(rows[tied])
-        order = np.argsort(block[tie_rows], axis=1, kind="stable")
-        inverse = np.empty_like(order)
-        np.put_along_axis(inverse, order, np.broadcast_to(np.arange(num_g), order.shape), axis=1)
-        lookup = np.full(block.shape[0], -1, dtype=np.int64)
-        lookup[tie_rows] = np.arange(len(tie_rows))
-        redo = lookup[rows] >= 0
-        positions[redo] = inverse[lookup[rows[redo]], cols[redo]]
+    tied = np.flatnonzero((positions + 1 < num_g) & (sorted_rows[rows, after] == values))
+    chunk = max(1, _BLOCK_ELEMENTS // num_g)
+    for start in range(0, len(tied), chunk):
+        idx = tied[start : start + chunk]
+        earlier = np.arange(num_g) < cols[idx, None]
+        equal = block[rows[idx]] == values[idx, None]
+        positions[idx] += np.count_nonzero(equal & earlier, axis=1)
     return positions
 
 
@@ -150,6 +156,53 @@ def _segment_exclusive_cumsum(
     return running[:-1] - np.repeat(running[starts], counts)
 
 
+def _evaluate_block(
+    block: np.ndarray,
+    group_first: np.ndarray,
+    group_sizes: np.ndarray,
+    q_camids: np.ndarray,
+    by_pid: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int,
+) -> tuple[np.ndarray, float, int]:
+    """First-match rank histogram (last bin: >= max_rank), AP sum and valid-query count.
+
+    Only each query's same-pid gallery items are placed; the junk among them (same camera)
+    is dropped by subtracting, from every true match's position, the junk ranked before it.
+    """
+    num_rows, num_g = block.shape
+    starts = np.cumsum(group_sizes) - group_sizes
+    rows = np.repeat(np.arange(num_rows), group_sizes)
+    cols = by_pid[np.arange(len(rows)) + np.repeat(group_first - starts, group_sizes)]
+    position = _stable_positions(block, rows, cols)
+
+    # Each query's items in rank order; starts/group_sizes still delimit the queries.
+    order = np.argsort(rows * num_g + position)
+    rows, cols, position = rows[order], cols[order], position[order]
+    junk = g_camids[cols] == q_camids[rows]
+    junk_before = _segment_exclusive_cumsum(junk, starts, group_sizes)
+    hits_before = _segment_exclusive_cumsum(~junk, starts, group_sizes)
+
+    hit = ~junk
+    hit_rows = rows[hit]
+    hit_rank = position[hit] - junk_before[hit]  # 0-based rank among the valid gallery
+    precision = (hits_before[hit] + 1) / (hit_rank + 1)
+    num_hits = np.bincount(hit_rows, minlength=num_rows)
+    valid = num_hits > 0
+    ap = np.bincount(hit_rows, weights=precision, minlength=num_rows)[valid] / num_hits[valid]
+    first_rank = hit_rank[hits_before[hit] == 0]
+    hist = np.bincount(np.minimum(first_rank, max_rank), minlength=max_rank + 1)
+    return hist, float(ap.sum()), int(valid.sum())
+
+
+def _default_workers() -> int:
+    """CPUs this process may use (the sorts release the GIL, so threads scale)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def evaluate_rank(
     distmat: np.ndarray | torch.Tensor,
     q_pids: ArrayLike,
@@ -159,14 +212,16 @@ def evaluate_rank(
     max_rank: int = 50,
     *,
     query_block: int | None = None,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, float]:
     """CMC (fractions, length ``max_rank``) and mAP under the Market-1501 protocol.
 
     Matches torchreid's ``evaluate_rank`` (see the module docstring for the protocol and the
     tie rule). As in torchreid, a gallery smaller than ``max_rank`` warns and shortens the
     curve to the gallery size; a query whose valid gallery is shorter than the curve counts as
-    found (1) past its end. ``query_block`` (queries per block) only trades memory for speed.
-    Raises ValueError on mismatched shapes or when no query has a valid match.
+    found (1) past its end. ``query_block`` (queries per block; default ~4M distances) bounds
+    memory, ``workers`` threads evaluate blocks in parallel (default: usable CPUs).
+    Raises ValueError on mismatched shapes, NaN distances, or when no query has a valid match.
     """
     dist = _as_numpy(distmat)
     q_pids, g_pids, q_camids, g_camids = map(_as_numpy, (q_pids, g_pids, q_camids, g_camids))
@@ -191,48 +246,40 @@ def evaluate_rank(
             stacklevel=2,
         )
         max_rank = num_g
-    if query_block is None:
-        query_block = max(1, _BLOCK_ELEMENTS // num_g)
-    if query_block < 1:
-        raise ValueError(f"query_block must be >= 1, got {query_block}")
+    query_block = max(1, _BLOCK_ELEMENTS // num_g) if query_block is None else query_block
+    workers = _default_workers() if workers is None else workers
+    if query_block < 1 or workers < 1:
+        raise ValueError(f"query_block and workers must be >= 1, got {query_block}, {workers}")
 
     # Same-pid gallery items of each query: a contiguous run of the pid-sorted gallery.
     by_pid = np.argsort(g_pids, kind="stable")
     sorted_pids = g_pids[by_pid]
-    first = np.searchsorted(sorted_pids, q_pids, side="left")
-    group_sizes = np.searchsorted(sorted_pids, q_pids, side="right") - first
+    group_first = np.searchsorted(sorted_pids, q_pids, side="left")
+    group_sizes = np.searchsorted(sorted_pids, q_pids, side="right") - group_first
 
-    first_hit_hist = np.zeros(max_rank + 1, dtype=np.int64)
-    ap_total = 0.0
-    num_valid = 0
-    for a in range(0, num_q, query_block):
+    def run(a: int) -> tuple[np.ndarray, float, int]:
         b = min(a + query_block, num_q)
-        counts = group_sizes[a:b]
-        starts = np.cumsum(counts) - counts
-        rows = np.repeat(np.arange(b - a), counts)
-        cols = by_pid[np.arange(len(rows)) + np.repeat(first[a:b] - starts, counts)]
-        position = _stable_positions(dist[a:b], rows, cols)
+        return _evaluate_block(
+            dist[a:b],
+            group_first[a:b],
+            group_sizes[a:b],
+            q_camids[a:b],
+            by_pid,
+            g_camids,
+            max_rank,
+        )
 
-        # Walk each query's same-pid items in rank order; starts/counts still delimit queries.
-        order = np.argsort(rows * num_g + position)
-        rows, cols, position = rows[order], cols[order], position[order]
-        junk = g_camids[cols] == q_camids[a + rows]
-        junk_before = _segment_exclusive_cumsum(junk, starts, counts)
-        hits_before = _segment_exclusive_cumsum(~junk, starts, counts)
+    block_starts = range(0, num_q, query_block)
+    workers = min(workers, len(block_starts))
+    if workers == 1:
+        results = [run(a) for a in block_starts]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(run, block_starts))
 
-        hit = ~junk
-        hit_rows = rows[hit]
-        hit_rank = position[hit] - junk_before[hit]  # 0-based rank among valid items
-        precision = (hits_before[hit] + 1) / (hit_rank + 1)
-        num_hits = np.bincount(hit_rows, minlength=b - a)
-        valid = num_hits > 0
-        ap = np.bincount(hit_rows, weights=precision, minlength=b - a)[valid] / num_hits[valid]
-        ap_total += float(ap.sum())
-        num_valid += int(valid.sum())
-        first_rank = hit_rank[hits_before[hit] == 0]
-        first_hit_hist += np.bincount(np.minimum(first_rank, max_rank), minlength=max_rank + 1)
-
+    num_valid = sum(r[2] for r in results)
     if num_valid == 0:
         raise ValueError("no query has a valid match (a same-pid gallery item from another camera)")
+    first_hit_hist = np.sum([r[0] for r in results], axis=0)
     cmc = np.cumsum(first_hit_hist[:max_rank]) / num_valid
-    return cmc, ap_total / num_valid
+    return cmc, sum(r[1] for r in results) / num_valid

@@ -9,6 +9,7 @@ Retrieval uses the pool5 feature (the pooled layer4 output), L2-normalised.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -175,13 +176,31 @@ def resolve_weights(spec: str, arch: str) -> Path | None:
     return path
 
 
+INIT_SEED = 0
+
+
 def build_model(
     arch: str, weights: Path | None, num_classes: int = 1, freeze_stem: bool = True
 ) -> ReidNet:
-    """The model every node and the evaluator start from."""
-    model = ReidNet(arch, num_classes)
+    """The model every node and the evaluator start from.
+
+    Initialised from a fixed seed, so that even without pretrained weights every node and the
+    server hold the very same stem (it never travels, so it must be identical by construction).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(INIT_SEED)
+        model = ReidNet(arch, num_classes)
     if weights is not None:
         load_backbone_weights(model, weights)
     if freeze_stem:
         model.freeze_stem()
     return model
+
+
+def stem_digest(model: ReidNet) -> int:
+    """A 52-bit fingerprint of the stem's parameters and buffers (exact, bit-level)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.stem.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return int.from_bytes(digest.digest()[:8], "big") >> 12

@@ -64,6 +64,8 @@ class Hop:
     accuracy: float
     images: int
     seconds: float
+    num_classes: int
+    stem_digest: int
     round_trip_seconds: float
     bytes_sent: int
     bytes_received: int
@@ -90,7 +92,8 @@ def send_hop(grid: Grid, node_id: int, camera: int, hop: int,
     return new_state, Hop(
         hop=hop, node=node_id, camera=camera, loss=float(metrics["loss"]),
         accuracy=float(metrics["accuracy"]), images=int(metrics["images"]),
-        seconds=float(metrics["seconds"]), round_trip_seconds=time.perf_counter() - start,
+        seconds=float(metrics["seconds"]), num_classes=int(metrics["num-classes"]),
+        stem_digest=int(metrics["stem-digest"]), round_trip_seconds=time.perf_counter() - start,
         bytes_sent=sent, bytes_received=message_bytes(reply),
     )
 

@@ -1,0 +1,165 @@
+"""The random walk end to end through Flower's real simulation engine.
+
+One tiny run (3 cameras, small images, no pretrained weights) is shared by most tests; a second
+run is stopped mid-walk and resumed. A SuperLink is started per module and stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dmnreid.data_prep.partition import read_partition
+from dmnreid.reid.model import build_model, stem_digest, walking_state
+from dmnreid.strategies.random_walk import hop_order
+from tests.flower_harness import SimulationLink
+
+CAMERAS = 3
+TINY = {
+    "synthetic-cameras": CAMERAS, "synthetic-train-ids": 12, "synthetic-test-ids": 8,
+    "image-height": 32, "image-width": 16, "pretrained-weights": "none", "walk-hops": 4,
+    "local-epochs": 1, "batch-size": 8, "eval-every": 2, "seed": 3,
+}
+HOP_KEYS = {"hop", "node", "camera", "loss", "accuracy", "images", "seconds", "num_classes",
+            "stem_digest", "round_trip_seconds", "bytes_sent", "bytes_received"}
+SCORES = {"rank1", "rank5", "rank10", "mAP"}
+
+
+@pytest.fixture(scope="module")
+def link(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("flwr")
+    server = SimulationLink(home / "flwr-home", {"DMNREID_CACHE": str(home / "cache")})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(link: SimulationLink, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("runs")
+    config = {**TINY, "output-dir": str(out / "outputs"), "run-name": "tiny",
+              "message-audit": str(out / "audit")}
+    run_id, log = link.start_run(config, supernodes=CAMERAS)
+    status = link.wait(run_id)
+    run_dirs = sorted((out / "outputs").glob("*-tiny"))
+    return {"status": status, "log": log, "dir": run_dirs[0] if run_dirs else None,
+            "audit": out / "audit", "cache": link.env["DMNREID_CACHE"]}
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_run_finishes(tiny_run):
+    # `flwr run` can exit 0 when the ServerApp failed: the status is what counts.
+    assert tiny_run["status"] == "finished:completed", tiny_run["log"][-3000:]
+    assert tiny_run["dir"] is not None
+
+
+def test_hops_follow_the_seeded_order_and_are_well_formed(tiny_run):
+    hops = read_lines(tiny_run["dir"] / "hops.jsonl")
+    assert [h["hop"] for h in hops] == list(range(TINY["walk-hops"]))
+    assert all(set(h) == HOP_KEYS for h in hops)
+    cameras = list(range(1, CAMERAS + 1))
+    expected = [cameras[i] for i in hop_order(CAMERAS, TINY["walk-hops"], "random",
+                                              TINY["seed"])]
+    assert [h["camera"] for h in hops] == expected
+    assert all(a["camera"] != b["camera"] for a, b in zip(hops, hops[1:], strict=False))
+    assert all(h["images"] > 0 and h["loss"] > 0 and 0 <= h["accuracy"] <= 1 for h in hops)
+
+
+def test_each_node_trains_its_own_head(tiny_run):
+    partition = next(Path(tiny_run["cache"], "partitions").iterdir())
+    tracklets = {n["camera"]: n["tracklets"] for n in read_partition(partition)["nodes"]}
+    hops = read_lines(tiny_run["dir"] / "hops.jsonl")
+    assert {h["camera"]: h["num_classes"] for h in hops} == {
+        h["camera"]: tracklets[h["camera"]] for h in hops}
+    assert len(set(tracklets.values())) > 1  # the cameras really differ in class count
+
+
+def test_only_the_walking_layers_travel_and_the_stem_stays_identical(tiny_run):
+    model = build_model("resnet18", None, 1, freeze_stem=True)
+    walking = walking_state(model)
+    walking_bytes = sum(t.numel() * t.element_size() for t in walking.values())
+    hops = read_lines(tiny_run["dir"] / "hops.jsonl")
+    for hop in hops:
+        assert abs(hop["bytes_sent"] - walking_bytes) / walking_bytes < 0.01
+        assert abs(hop["bytes_received"] - walking_bytes) / walking_bytes < 0.01
+        assert hop["stem_digest"] == stem_digest(model)  # after training, on every node
+    checkpoint = torch.load(tiny_run["dir"] / "checkpoints" / "latest.pt", weights_only=True)
+    assert set(checkpoint["state"]) == set(walking)
+    assert all(k.startswith("middle.") for k in checkpoint["state"])
+
+
+def test_metrics_and_evaluations(tiny_run):
+    metrics = json.loads((tiny_run["dir"] / "metrics.json").read_text())
+    assert set(metrics) == {"baseline", "final"}
+    for stage in metrics.values():
+        assert set(stage) == SCORES
+        assert all(0 <= v <= 100 for v in stage.values())
+    evaluations = read_lines(tiny_run["dir"] / "evaluations.jsonl")
+    assert [(e["stage"], e["hop"]) for e in evaluations] == [
+        ("baseline", 0), ("walk", 2), ("final", 4)]
+    assert json.loads((tiny_run["dir"] / "config.json").read_text())["walk-hops"] == 4
+    assert (tiny_run["dir"] / "metrics.csv").is_file()
+    assert (tiny_run["dir"] / "map_curve.png").stat().st_size > 0
+
+
+def _forbidden(value: object) -> bool:
+    text = str(value).lower()
+    return "/" in text or "\\" in text or any(
+        ext in text for ext in (".jpg", ".jpeg", ".png", ".pt"))
+
+
+def test_privacy_nodes_send_only_weights_ids_and_scalars(tiny_run):
+    """Every reply a node sent: walking weights (float), and scalar metrics; nothing else."""
+    entries = [e for f in sorted(tiny_run["audit"].glob("*.jsonl")) for e in read_lines(f)]
+    types = {e["message_type"] for e in entries}
+    assert types == {"query.info", "train.walk"}
+    assert sum(e["message_type"] == "train.walk" for e in entries) == TINY["walk-hops"]
+    walking = walking_state(build_model("resnet18", None, 1))
+    for entry in entries:
+        for name, record in entry["records"].items():
+            if record["kind"] == "array":
+                assert name == "weights"
+                assert set(record["entries"]) == set(walking)
+                for key, array in record["entries"].items():
+                    assert array["shape"] == list(walking[key].shape)
+                    assert array["dtype"] != "uint8"
+            else:
+                for key, value in record["entries"].items():
+                    assert value["type"] in ("int", "float"), (key, value)
+                    assert not _forbidden(value["value"])
+
+
+def test_resume_continues_from_the_last_checkpoint(link: SimulationLink, tmp_path: Path):
+    config = {**TINY, "walk-hops": 6, "local-epochs": 3, "output-dir": str(tmp_path),
+              "run-name": "resume"}
+    run_id, _ = link.start_run(config, supernodes=CAMERAS, stream=False)
+    deadline = time.monotonic() + 600
+    hops_file = None
+    while time.monotonic() < deadline:
+        found = list(tmp_path.glob("*-resume/hops.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 2:
+            hops_file = found[0]
+            break
+        time.sleep(0.5)
+    assert hops_file is not None, "the run never reached its second hop"
+    link.stop_run(run_id)
+    assert link.wait(run_id) != "finished:completed"
+    before = read_lines(hops_file)
+    assert 2 <= len(before) < 6
+
+    resumed, log = link.start_run({"resume-from": str(hops_file.parent)}, supernodes=CAMERAS)
+    assert link.wait(resumed) == "finished:completed", log[-3000:]
+    after = read_lines(hops_file)
+    assert [h["hop"] for h in after] == list(range(6))
+    done = read_lines(hops_file.parent / "hops.jsonl")
+    assert done[: len(before) - 1] == before[: len(before) - 1]  # finished hops kept, not redone
+    expected = [i + 1 for i in hop_order(CAMERAS, 6, "random", TINY["seed"])]
+    assert [h["camera"] for h in after] == expected
+    assert set(json.loads((hops_file.parent / "metrics.json").read_text())) == {
+        "baseline", "final"}
