@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ def test_hops_follow_the_seeded_order_and_are_well_formed(tiny_run):
     expected = [cameras[i] for i in hop_order(CAMERAS, TINY["walk-hops"], "random",
                                               TINY["seed"])]
     assert [h["camera"] for h in hops] == expected
-    assert all(a["camera"] != b["camera"] for a, b in zip(hops, hops[1:], strict=False))
+    assert all(a["camera"] != b["camera"] for a, b in pairwise(hops))
     assert all(h["images"] > 0 and h["loss"] > 0 and 0 <= h["accuracy"] <= 1 for h in hops)
 
 

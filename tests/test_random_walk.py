@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,7 +15,7 @@ from dmnreid.strategies.random_walk import hop_order
 def test_random_walk_moves_every_hop(nodes: int, hops: int, seed: int):
     order = hop_order(nodes, hops, "random", seed)
     assert len(order) == hops and all(0 <= n < nodes for n in order)
-    assert all(a != b for a, b in zip(order, order[1:], strict=False))
+    assert all(a != b for a, b in pairwise(order))
     assert order == hop_order(nodes, hops, "random", seed)
 
 
@@ -28,7 +30,7 @@ def test_permutation_visits_each_node_once_per_cycle(nodes: int, cycles: int, se
     order = hop_order(nodes, nodes * cycles, "permutation", seed)
     for c in range(cycles):
         assert sorted(order[c * nodes:(c + 1) * nodes]) == list(range(nodes))
-    assert all(a != b for a, b in zip(order, order[1:], strict=False))
+    assert all(a != b for a, b in pairwise(order))
 
 
 def test_seeds_differ_and_bad_input():
