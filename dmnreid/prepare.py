@@ -7,7 +7,10 @@ under ``$DMNREID_CACHE`` (default ``~/.cache/dmnreid``).
 from __future__ import annotations
 
 import hashlib
+from logging import INFO
 from pathlib import Path
+
+from flwr.common.logger import log
 
 from dmnreid.cache import cache_home
 from dmnreid.config import RunConfig
@@ -22,7 +25,7 @@ def synthetic_config(cfg: RunConfig) -> SyntheticConfig:
                            test_ids=cfg.synthetic_test_ids, seed=0)
 
 
-def dataset_root(cfg: RunConfig, progress: bool = True) -> Path:
+def dataset_root(cfg: RunConfig, progress: bool = False) -> Path:
     """The dataset folder, generating the synthetic network when it is the one asked for."""
     if cfg.dataset != "synthetic":
         return Path(cfg.data_root).expanduser()
@@ -30,11 +33,12 @@ def dataset_root(cfg: RunConfig, progress: bool = True) -> Path:
     root = Path(cfg.data_root).expanduser() if cfg.data_root else (
         cache_home() / "synthetic" / f"c{syn.cameras}-tr{syn.train_ids}-te{syn.test_ids}"
         f"-s{syn.seed}")
+    log(INFO, "Synthetic camera network: %s (generated on first use)", root)
     generate(root, syn, progress=progress)
     return root
 
 
-def prepare_partitions(cfg: RunConfig, progress: bool = True) -> Path:
+def prepare_partitions(cfg: RunConfig, progress: bool = False) -> Path:
     """Dataset -> one node folder per camera (cached); returns the partition folder."""
     root = dataset_root(cfg, progress)
     if cfg.partitions_dir:
@@ -43,6 +47,7 @@ def prepare_partitions(cfg: RunConfig, progress: bool = True) -> Path:
         tag = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
         out = cache_home() / "partitions" / f"{cfg.dataset}-{tag}-target{cfg.target_camera}"
     out.parent.mkdir(parents=True, exist_ok=True)
+    log(INFO, "Node folders: %s (written on first use)", out)
     write_partition(read_dataset(cfg.dataset, root), out, target_camera=cfg.target_camera,
                     seed=0, progress=progress)
     return out

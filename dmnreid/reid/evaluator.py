@@ -19,7 +19,7 @@ class Evaluator:
     """Holds the decoded query and gallery images; scores any model on them."""
 
     def __init__(self, partition_dir: Path, height: int, width: int,
-                 progress: bool = True) -> None:
+                 progress: bool = False) -> None:
         folder = partition_dir / EVALUATOR_DIR
         self.splits = {}
         for split in ("query", "gallery"):

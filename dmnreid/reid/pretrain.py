@@ -54,14 +54,13 @@ def pretrain_source(cfg: RunConfig, out: Path) -> TrainStats:
     """Train the whole backbone on the source domain and save it to ``out``."""
     syn = source_config(cfg)
     root = cache_home() / "synthetic" / f"source-c{syn.cameras}-ids{syn.train_ids}"
-    generate(root, syn, progress=True)
+    generate(root, syn, progress=False)
     train = read_dataset("synthetic", root).train
     pids = sorted({s.pid for s in train})
     index = {pid: i for i, pid in enumerate(pids)}
     paths = [f for s in train for f in s.frames]
     labels = torch.tensor([index[s.pid] for s in train for _ in s.frames])
-    images = cached_decode(paths, cfg.image_height, cfg.image_width, root / "cache", "source",
-                           progress=True)
+    images = cached_decode(paths, cfg.image_height, cfg.image_width, root / "cache", "source")
     model = ReidNet(cfg.arch, len(pids))
     log(INFO, "Pretraining the %s stand-in for ImageNet on %d source images, %d identities, "
         "%d epochs (once; cached at %s)", cfg.arch, len(images), len(pids), cfg.source_epochs,
