@@ -52,10 +52,11 @@ def stop_process(proc: subprocess.Popen) -> None:
         pass
 
 
-class SimulationLink:
-    """A ``flower-superlink --simulation`` on 127.0.0.1 and the CLI calls that use it."""
+class FlowerLink:
+    """A ``flower-superlink`` on 127.0.0.1 (simulation or deployment), its SuperNodes, and
+    the CLI calls that use it."""
 
-    def __init__(self, home: Path, env: dict[str, str]) -> None:
+    def __init__(self, home: Path, env: dict[str, str], simulation: bool = True) -> None:
         self.home = home
         self.port = free_port()
         self.env = {**os.environ, **env, "FLWR_HOME": str(home),
@@ -68,14 +69,33 @@ class SimulationLink:
             f'address = "127.0.0.1:{self.port}"\ninsecure = true\n')
         self.log = (home / "superlink.log").open("w")
         self.proc = subprocess.Popen(
-            [str(BIN / "flower-superlink"), "--insecure", "--simulation", "--isolation",
-             "subprocess", "--host", "127.0.0.1", "--port", str(self.port)],
+            [str(BIN / "flower-superlink"), "--insecure", *(["--simulation"] if simulation
+                                                            else []),
+             "--isolation", "subprocess", "--host", "127.0.0.1", "--port", str(self.port)],
             env=self.env, cwd=home, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self.supernodes: list[subprocess.Popen] = []
         _wait_for_port(self.port, 60, self.proc)
 
+    def start_supernode(self, node_config: str) -> subprocess.Popen:
+        """A real ``flower-supernode`` connected to this SuperLink."""
+        port = free_port()
+        log = (self.home / f"supernode-{port}.log").open("w")
+        proc = subprocess.Popen(
+            [str(BIN / "flower-supernode"), "--insecure", "--superlink",
+             f"127.0.0.1:{self.port}", "--port", str(port), "--node-config", node_config],
+            env=self.env, cwd=self.home, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.supernodes.append(proc)
+        _wait_for_port(port, 60, proc)
+        return proc
+
     def stop(self) -> None:
+        for proc in self.supernodes:
+            stop_process(proc)
         stop_process(self.proc)
         self.log.close()
 
@@ -83,12 +103,16 @@ class SimulationLink:
         return subprocess.run([str(BIN / "flwr"), *args], env=self.env, cwd=PROJECT,
                               capture_output=True, text=True, timeout=timeout)
 
-    def start_run(self, run_config: dict[str, object], supernodes: int,
+    def start_run(self, run_config: dict[str, object], supernodes: int | None = None,
                   stream: bool = True) -> tuple[int, str]:
-        """``flwr run .``; with ``stream`` it returns when the run has ended."""
+        """``flwr run .``; with ``stream`` it returns when the run has ended.
+
+        ``supernodes`` sets the simulated federation's size (simulation only).
+        """
         overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
-        args = ["run", ".", "--run-config", overrides, "--federation-config",
-                f"num-supernodes={supernodes}"]
+        args = ["run", ".", "--run-config", overrides]
+        if supernodes is not None:
+            args += ["--federation-config", f"num-supernodes={supernodes}"]
         result = self._flwr(*args, *(["--stream"] if stream else []))
         output = result.stdout + result.stderr
         found = re.search(r"Successfully started run (\d+)", output)

@@ -17,7 +17,7 @@ import torch
 from dmnreid.data_prep.partition import read_partition
 from dmnreid.reid.model import build_model, stem_digest, walking_state
 from dmnreid.strategies.random_walk import hop_order
-from tests.flower_harness import SimulationLink
+from tests.flower_harness import FlowerLink
 
 CAMERAS = 3
 TINY = {
@@ -33,13 +33,13 @@ SCORES = {"rank1", "rank5", "rank10", "mAP"}
 @pytest.fixture(scope="module")
 def link(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("flwr")
-    server = SimulationLink(home / "flwr-home", {"DMNREID_CACHE": str(home / "cache")})
+    server = FlowerLink(home / "flwr-home", {"DMNREID_CACHE": str(home / "cache")})
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def tiny_run(link: SimulationLink, tmp_path_factory: pytest.TempPathFactory):
+def tiny_run(link: FlowerLink, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("runs")
     config = {**TINY, "output-dir": str(out / "outputs"), "run-name": "tiny",
               "message-audit": str(out / "audit")}
@@ -136,7 +136,7 @@ def test_privacy_nodes_send_only_weights_ids_and_scalars(tiny_run):
                     assert not _forbidden(value["value"])
 
 
-def test_resume_continues_from_the_last_checkpoint(link: SimulationLink, tmp_path: Path):
+def test_resume_continues_from_the_last_checkpoint(link: FlowerLink, tmp_path: Path):
     config = {**TINY, "walk-hops": 6, "local-epochs": 3, "output-dir": str(tmp_path),
               "run-name": "resume"}
     run_id, _ = link.start_run(config, supernodes=CAMERAS, stream=False)
