@@ -7,7 +7,7 @@ Two deterministic problems with Market's test structure (751 ids, 6 cameras, 3,3
 ``trained``: squared distances of features drawn around identity centroids (plus a camera
 bias) with noise, so true matches rank realistically high; ``random``: uniform distances, so
 true matches rank anywhere. For each it prints best-of-N times of
-  (a) the reference: torchreid's compiled Cython ``evaluate_rank`` when importable, otherwise
+  (a) the reference: torchreid's compiled Cython ``evaluate_cy`` when importable, otherwise
       this file's numpy transcription of its algorithm (one argsort of the whole matrix, then
       a pass over every query's sorted row);
   (b) ``np.argsort(distmat, axis=1)`` alone, which torchreid's evaluation starts with;
@@ -128,7 +128,8 @@ def reference_rank(
 def torchreid_cython() -> Callable[..., Result] | None:
     """torchreid's compiled evaluator, if a source build of deep-person-reid is installed.
 
-    (PyPI's ``torchreid`` 0.2.x is a repackaging without the Cython extension.)
+    (PyPI's ``torchreid``, 0.2.5, is a repackaging that ships neither the ``.pyx`` nor a
+    compiled extension, so it never provides it.)
     """
     try:
         from torchreid.metrics.rank_cylib.rank_cy import evaluate_cy

@@ -14,6 +14,7 @@ CHOICES = {
     "dataset": ("synthetic", "market1501", "dukemtmc", "msmt17", "mars"),
     "arch": ("resnet18", "resnet34", "resnet50"),
     "walk_order": ("random", "permutation"),
+    "bn_statistics": ("update", "frozen"),
 }
 
 
@@ -31,10 +32,12 @@ class RunConfig:
     synthetic_cameras: int = 6
     synthetic_train_ids: int = 100
     synthetic_test_ids: int = 100
+    synthetic_style_strength: float = 1.0
     # model
     arch: str = "resnet18"
     pretrained_weights: str = "synthetic-source"
     freeze_stem: bool = True
+    bn_statistics: str = "update"
     image_height: int = 64
     image_width: int = 32
     source_ids: int = 300

@@ -59,7 +59,8 @@ def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
     """One random-walk hop (paper 3.2): fresh local head, local epochs, walking weights back."""
     data = load_node(directory)
     images, labels = training_images(data, cfg)
-    model = build_model(cfg.arch, weights, data.num_classes, cfg.freeze_stem)
+    model = build_model(cfg.arch, weights, data.num_classes, cfg.freeze_stem,
+                        cfg.bn_statistics)
     load_walking_state(model, state, cfg.freeze_stem)
     stats = train_local(model, images, labels, TrainConfig(
         epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr_head=cfg.lr_head,

@@ -22,7 +22,8 @@ from dmnreid.data_prep.synthetic import SyntheticConfig, generate
 def synthetic_config(cfg: RunConfig) -> SyntheticConfig:
     """The camera network of a run. Fixed seed: runs with other seeds share the same data."""
     return SyntheticConfig(cameras=cfg.synthetic_cameras, train_ids=cfg.synthetic_train_ids,
-                           test_ids=cfg.synthetic_test_ids, seed=0)
+                           test_ids=cfg.synthetic_test_ids,
+                           style_strength=cfg.synthetic_style_strength, seed=0)
 
 
 def dataset_root(cfg: RunConfig, progress: bool = False) -> Path:
@@ -32,7 +33,7 @@ def dataset_root(cfg: RunConfig, progress: bool = False) -> Path:
     syn = synthetic_config(cfg)
     root = Path(cfg.data_root).expanduser() if cfg.data_root else (
         cache_home() / "synthetic" / f"c{syn.cameras}-tr{syn.train_ids}-te{syn.test_ids}"
-        f"-s{syn.seed}")
+        f"-st{syn.style_strength:g}-s{syn.seed}")
     log(INFO, "Synthetic camera network: %s (generated on first use)", root)
     generate(root, syn, progress=progress)
     return root

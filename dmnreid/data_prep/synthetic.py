@@ -42,7 +42,6 @@ _S_LAYOUT, _S_FRAMES, _S_LOOK, _S_TWIN, _S_CAMERA, _S_TRACK_STYLE, _S_EXTRA, _S_
 _SCENE_POOL = 48  # random-style mode: scenes shared by tracklets (a scene costs ~5 ms)
 
 FRONT, BACK, SIDE = 0, 1, 2
-_VIEW_NAMES = ("front", "back", "side")
 _SUPERSAMPLE = 2  # draw at 2x and box-downsample: cheap anti-aliasing
 _CHANNELS = np.arange(3, dtype=np.uint16)
 
@@ -109,14 +108,15 @@ class SyntheticConfig:
             )
         if self.train_ids + self.test_ids > 9999:
             raise ValueError("train_ids + test_ids must be <= 9999 (4-digit Market pids)")
-        lo, hi = self.cameras_per_id_max, self.cameras
-        if not 2 <= self.min_cameras_per_id <= lo:
+        top = self.cameras_per_id_max
+        if top > self.cameras:
+            raise ValueError(f"max_cameras_per_id ({top}) must be <= cameras ({self.cameras})")
+        if not 2 <= self.min_cameras_per_id <= top:
             raise ValueError(
                 f"need 2 <= min_cameras_per_id ({self.min_cameras_per_id}) <= "
-                f"max_cameras_per_id ({lo})"
+                f"max_cameras_per_id or cameras ({top}): every identity must be seen by at "
+                "least two cameras"
             )
-        if lo > hi:
-            raise ValueError(f"max_cameras_per_id ({lo}) must be <= cameras ({hi})")
         fpt = self.frames_per_tracklet
         if len(fpt) != 2 or not 2 <= fpt[0] <= fpt[1] or fpt[1] > 500:
             raise ValueError(

@@ -63,10 +63,22 @@ class ReidNet(nn.Module):
             p.requires_grad_(False)
         self._stem_frozen = True
 
+    def freeze_bn_statistics(self) -> None:
+        """Keep every BN running statistic as loaded; BN weights and biases still train.
+
+        Local batches come from one camera only, so statistics updated on a node describe that
+        camera, and after a hop the model normalises every camera like the last one visited.
+        """
+        self._bn_stats_frozen = True
+
     def train(self, mode: bool = True) -> ReidNet:
         super().train(mode)
         if getattr(self, "_stem_frozen", False):
             self.stem.eval()
+        if mode and getattr(self, "_bn_stats_frozen", False):
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
         return self
 
 
@@ -130,7 +142,11 @@ def load_backbone_weights(model: ReidNet, source: Path) -> None:
     """
     if not source.is_file():
         raise WeightsError(f"pretrained weights file not found: {source}")
-    state = _backbone_state(torch.load(source, map_location="cpu", weights_only=True), source)
+    try:
+        raw = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for a damaged file
+        raise WeightsError(f"{source}: not a readable PyTorch weights file ({err})") from err
+    state = _backbone_state(raw, source)
     mapped = {}
     for key, value in state.items():
         top = key.split(".", 1)[0]
@@ -180,7 +196,8 @@ INIT_SEED = 0
 
 
 def build_model(
-    arch: str, weights: Path | None, num_classes: int = 1, freeze_stem: bool = True
+    arch: str, weights: Path | None, num_classes: int = 1, freeze_stem: bool = True,
+    bn_statistics: str = "update",
 ) -> ReidNet:
     """The model every node and the evaluator start from.
 
@@ -194,6 +211,10 @@ def build_model(
         load_backbone_weights(model, weights)
     if freeze_stem:
         model.freeze_stem()
+    if bn_statistics == "frozen":
+        model.freeze_bn_statistics()
+    elif bn_statistics != "update":
+        raise ValueError(f"bn-statistics {bn_statistics!r}: expected 'update' or 'frozen'")
     return model
 
 
