@@ -37,7 +37,7 @@ class RunConfig:
     arch: str = "resnet18"
     pretrained_weights: str = "synthetic-source"
     freeze_stem: bool = True
-    bn_statistics: str = "update"
+    bn_statistics: str = "frozen"
     image_height: int = 64
     image_width: int = 32
     source_ids: int = 300

@@ -16,7 +16,7 @@ from dmnreid.cache import cache_home
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.datasets import read_dataset
 from dmnreid.data_prep.partition import write_partition
-from dmnreid.data_prep.synthetic import SyntheticConfig, generate
+from dmnreid.data_prep.synthetic import GENERATOR_VERSION, SyntheticConfig, generate
 
 
 def synthetic_config(cfg: RunConfig) -> SyntheticConfig:
@@ -33,7 +33,7 @@ def dataset_root(cfg: RunConfig, progress: bool = False) -> Path:
     syn = synthetic_config(cfg)
     root = Path(cfg.data_root).expanduser() if cfg.data_root else (
         cache_home() / "synthetic" / f"c{syn.cameras}-tr{syn.train_ids}-te{syn.test_ids}"
-        f"-st{syn.style_strength:g}-s{syn.seed}")
+        f"-st{syn.style_strength:g}-s{syn.seed}-v{GENERATOR_VERSION}")
     log(INFO, "Synthetic camera network: %s (generated on first use)", root)
     generate(root, syn, progress=progress)
     return root

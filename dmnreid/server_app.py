@@ -53,6 +53,9 @@ def open_run(cfg: RunConfig) -> tuple[RunConfig, RunDir]:
 def pretrained_file(cfg: RunConfig) -> Path | None:
     if cfg.pretrained_weights == "synthetic-source":
         return ensure_source_weights(cfg)
+    if cfg.pretrained_weights == "none" and cfg.bn_statistics == "frozen":
+        log(WARNING, "pretrained-weights = 'none' with bn-statistics = 'frozen' keeps the BN "
+            "statistics of a random initialisation; consider bn-statistics = 'update'")
     return resolve_weights(cfg.pretrained_weights, cfg.arch)
 
 

@@ -18,7 +18,8 @@ from tests.flower_harness import FlowerLink
 
 RUN = {
     "synthetic-cameras": 3, "synthetic-train-ids": 10, "synthetic-test-ids": 6,
-    "image-height": 32, "image-width": 16, "pretrained-weights": "none", "walk-hops": 3,
+    "image-height": 32, "image-width": 16, "pretrained-weights": "none",
+    "bn-statistics": "update", "walk-hops": 3,
     "local-epochs": 1, "batch-size": 8, "eval-every": 3, "seed": 5, "node-timeout": 120.0,
 }
 

@@ -22,7 +22,8 @@ from tests.flower_harness import FlowerLink
 CAMERAS = 3
 TINY = {
     "synthetic-cameras": CAMERAS, "synthetic-train-ids": 12, "synthetic-test-ids": 8,
-    "image-height": 32, "image-width": 16, "pretrained-weights": "none", "walk-hops": 4,
+    "image-height": 32, "image-width": 16, "pretrained-weights": "none",
+    "bn-statistics": "update", "walk-hops": 4,
     "local-epochs": 1, "batch-size": 8, "eval-every": 2, "seed": 3,
 }
 HOP_KEYS = {"hop", "node", "camera", "loss", "accuracy", "images", "seconds", "num_classes",

@@ -21,7 +21,7 @@ from flwr.common.logger import log
 from dmnreid.cache import cache_home
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.datasets import read_dataset
-from dmnreid.data_prep.synthetic import SyntheticConfig, generate
+from dmnreid.data_prep.synthetic import GENERATOR_VERSION, SyntheticConfig, generate
 from dmnreid.reid.images import cached_decode
 from dmnreid.reid.model import ReidNet
 from dmnreid.reid.train import TrainConfig, TrainStats, train_local
@@ -41,7 +41,7 @@ def source_config(cfg: RunConfig) -> SyntheticConfig:
 def weights_path(cfg: RunConfig) -> Path:
     return cache_home() / "pretrained" / (
         f"source-{cfg.arch}-{cfg.image_height}x{cfg.image_width}-ids{cfg.source_ids}"
-        f"-ep{cfg.source_epochs}.pt")
+        f"-ep{cfg.source_epochs}-v{GENERATOR_VERSION}.pt")
 
 
 def torchvision_state(model: ReidNet) -> dict[str, torch.Tensor]:
@@ -53,7 +53,8 @@ def torchvision_state(model: ReidNet) -> dict[str, torch.Tensor]:
 def pretrain_source(cfg: RunConfig, out: Path) -> TrainStats:
     """Train the whole backbone on the source domain and save it to ``out``."""
     syn = source_config(cfg)
-    root = cache_home() / "synthetic" / f"source-c{syn.cameras}-ids{syn.train_ids}"
+    root = cache_home() / "synthetic" / (
+        f"source-c{syn.cameras}-ids{syn.train_ids}-v{GENERATOR_VERSION}")
     generate(root, syn, progress=False)
     train = read_dataset("synthetic", root).train
     pids = sorted({s.pid for s in train})
