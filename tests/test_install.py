@@ -12,5 +12,5 @@ def test_torchvision_ops_load_against_this_torch():
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0], [20, 20, 30, 30]])
     keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), iou_threshold=0.5)
     assert keep.tolist() == [0, 2]
-    assert torchvision.__version__.split("+")[0] == "0.29.2"
-    assert torch.__version__.split("+")[0] == "2.15.0"
+    pair = (torch.__version__.split("+")[0], torchvision.__version__.split("+")[0])
+    assert pair in {("2.15.0", "0.29.2"), ("2.12.0", "0.27.0")}
