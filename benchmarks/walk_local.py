@@ -1,11 +1,12 @@
-"""The random walk in one process, for quick comparisons of settings.
+"""The whole pipeline in one process, for quick comparisons of settings.
 
-Uses the very code a Flower run uses on the nodes (``dmnreid.node.walk_hop``) and on the
-server (hop order, evaluator), without the Flower transport, so that several settings can be
-compared in minutes. Prints baseline, intermediate and final CMC/mAP per setting.
+Uses the very code a Flower run uses on the nodes (``dmnreid.node``: hops, memory banks), the
+distributed protocol's node functions and routing (``cluster_distributed``), the hop order,
+unification and evaluator, without the Flower transport, so several settings can be compared
+in minutes. Prints baseline, walk, clustering diagnostics, incremental and final CMC/mAP.
 
     python benchmarks/walk_local.py --set pretrained-weights=none --set walk-hops=12
-    python benchmarks/walk_local.py --compare pretrained-weights=none,synthetic-source
+    python benchmarks/walk_local.py --compare alpha=0,1,2,3
 """
 
 from __future__ import annotations
@@ -13,15 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
+
+import numpy as np
 
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import read_partition
-from dmnreid.node import walk_hop
+from dmnreid.memory.diagnostics import cluster_scores
+from dmnreid.memory.protocol import Pairs, cluster_distributed
+from dmnreid.node import Targets, memory_bank, walk_hop
 from dmnreid.prepare import prepare_partitions
 from dmnreid.reid.evaluator import Evaluator
 from dmnreid.reid.model import build_model, load_walking_state, walking_state
 from dmnreid.server_app import pretrained_file
+from dmnreid.strategies.clustering import graph_clusters, ground_truth
 from dmnreid.strategies.random_walk import hop_order
+from dmnreid.strategies.unification import average_states, pick_one
 
 
 def parse_value(text: str) -> object:
@@ -31,23 +39,65 @@ def parse_value(text: str) -> object:
         return text
 
 
-def run(cfg: RunConfig) -> list[dict]:
+def run(cfg: RunConfig) -> dict:
     partitions = prepare_partitions(cfg)
     weights = pretrained_file(cfg)
-    nodes = [partitions / n["node"] for n in read_partition(partitions)["nodes"]]
+    nodes = {n["camera"]: partitions / n["node"] for n in read_partition(partitions)["nodes"]}
+    cameras = sorted(nodes)
     model = build_model(cfg.arch, weights, 1, cfg.freeze_stem)
     evaluator = Evaluator(partitions, cfg.image_height, cfg.image_width)
-    rows = [{"hop": 0, **evaluator.evaluate(model)}]
+
+    def score(state) -> dict:
+        load_walking_state(model, state, cfg.freeze_stem)
+        return {k: round(v, 1) for k, v in evaluator.evaluate(model).items()}
+
     state = walking_state(model, cfg.freeze_stem)
+    out: dict = {"baseline": score(state)}
     start = time.perf_counter()
-    for hop, index in enumerate(hop_order(len(nodes), cfg.walk_hops, cfg.walk_order, cfg.seed)):
-        state = walk_hop(nodes[index], cfg, weights, state, hop).state
-        if (hop + 1) % cfg.eval_every == 0 or hop + 1 == cfg.walk_hops:
-            load_walking_state(model, state, cfg.freeze_stem)
-            rows.append({"hop": hop + 1, **evaluator.evaluate(model),
-                         "seconds": round(time.perf_counter() - start, 1)})
-            print(json.dumps(rows[-1]), flush=True)
-    return rows
+    for hop, i in enumerate(hop_order(len(cameras), cfg.walk_hops, cfg.walk_order, cfg.seed)):
+        state = walk_hop(nodes[cameras[i]], cfg, weights, state, hop).state
+    out["walk"] = score(state)
+    if cfg.incremental_hops == 0:
+        return out
+    classes, num_classes = None, 0
+    if cfg.incremental_labels == "clusters":
+        banks = {c: memory_bank(nodes[c], cfg, weights, state) for c in cameras}
+        result, rounds = cluster_distributed(banks, cfg.alpha, reach=cfg.flood_reach)
+        truth = ground_truth(partitions, result.ids)
+        scores = cluster_scores(result.cluster_of, truth)
+        mutual = cluster_scores(graph_clusters(_as_pairs(result.mutual_edges), result.ids.total),
+                                truth)
+        out["clustering"] = {
+            "edges_mutual": result.edges_mutual, "edges_kept": result.edges_kept,
+            "clusters": result.clusters, "true_ids": scores["true_ids"],
+            "rounds": len(rounds), **{k: round(scores[k], 3)
+                                      for k in ("precision", "recall", "fscore", "nmi")},
+            "mutual_top1_precision": round(mutual["precision"], 3),
+            "mutual_top1_recall": round(mutual["recall"], 3)}
+        _, flat = np.unique(result.cluster_of, return_inverse=True)
+        classes, num_classes = result.ids.split(flat.astype(np.int64)), int(flat.max()) + 1
+    head, copies = None, {}
+    order = hop_order(len(cameras), cfg.incremental_hops, cfg.walk_order, cfg.seed + 1)
+    for hop, i in enumerate(order):
+        camera = cameras[i]
+        targets = None
+        if classes is not None:
+            targets = Targets(classes[camera], num_classes,
+                              head if cfg.incremental_head == "travel" else None)
+        hop_result = walk_hop(nodes[camera], cfg, weights, state, hop, targets)
+        state, head = hop_result.state, hop_result.head
+        copies[camera] = state
+    out["incremental"] = score(state)
+    visited = sorted(copies)
+    out["pick-one"] = score(copies[pick_one(visited, cfg.seed)])
+    out["average"] = score(average_states([copies[c] for c in visited]))
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    return out
+
+
+def _as_pairs(edges: np.ndarray) -> Pairs:
+    both = np.concatenate([edges, edges[:, ::-1]]) if len(edges) else edges.reshape(0, 2)
+    return Pairs(both[:, 0].astype(np.int64), both[:, 1].astype(np.int64))
 
 
 def main() -> None:
@@ -56,6 +106,7 @@ def main() -> None:
                         help="a run-config override (repeatable)")
     parser.add_argument("--compare", default="", metavar="KEY=V1,V2",
                         help="run once per value of one key")
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
     base = dict(kv.split("=", 1) for kv in args.set)
     variants = [{}]
@@ -66,12 +117,11 @@ def main() -> None:
     for variant in variants:
         overrides = {k: parse_value(v) for k, v in {**base, **variant}.items()}
         cfg = RunConfig.from_mapping({**RunConfig().to_mapping(), **overrides})
-        print(f"== {overrides or 'defaults'}", flush=True)
-        results[json.dumps(variant)] = run(cfg)
-    print("\nsetting | baseline mAP / R1 | final mAP / R1")
-    for name, rows in results.items():
-        print(f"{name} | {rows[0]['mAP']:.1f} / {rows[0]['rank1']:.1f} | "
-              f"{rows[-1]['mAP']:.1f} / {rows[-1]['rank1']:.1f}")
+        result = run(cfg)
+        results[json.dumps(overrides)] = result
+        print(json.dumps({"setting": overrides, **result}), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

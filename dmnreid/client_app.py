@@ -4,13 +4,50 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import load_node
-from dmnreid.messages import CONFIG, METRICS, WEIGHTS, audit_mod, record_state, state_record
-from dmnreid.node import node_dir, walk_hop
+from dmnreid.memory.protocol import (
+    FloodPayload,
+    Pairs,
+    TrianglePayload,
+    node_flood,
+    node_top1,
+    node_triangle,
+)
+from dmnreid.memory.reference import GlobalIds
+from dmnreid.messages import (
+    CLASSES,
+    CONFIG,
+    HEAD,
+    METRICS,
+    PAYLOAD,
+    WEIGHTS,
+    arrays_record,
+    audit_mod,
+    record_state,
+    state_record,
+)
+from dmnreid.node import (
+    Targets,
+    load_memory_bank,
+    load_model_copy,
+    memory_bank,
+    node_dir,
+    save_memory_bank,
+    save_model_copy,
+    walk_hop,
+)
 
 app = ClientApp(mods=[audit_mod])
 
@@ -22,37 +59,131 @@ def _config(msg: Message) -> ConfigRecord:
     return record
 
 
+def _directory(msg: Message, context: Context) -> Path:
+    directory = node_dir(context.node_config, str(_config(msg).get("partition-dir", "")))
+    if directory is None:
+        raise ValueError("this node holds no camera's data")
+    return directory
+
+
+def _weights_file(msg: Message) -> Path | None:
+    name = str(_config(msg).get("weights-file", ""))
+    return Path(name) if name else None
+
+
+def _arrays(msg: Message, name: str) -> ArrayRecord:
+    record = msg.content.get(name)
+    if not isinstance(record, ArrayRecord):
+        raise ValueError(f"{msg.metadata.message_type} message without a {name!r} record")
+    return record
+
+
+def _reply(msg: Message, metrics: dict, **arrays: ArrayRecord) -> Message:
+    return Message(RecordDict({**arrays, METRICS: MetricRecord(metrics)}), reply_to=msg)
+
+
 @app.query("info")
 def info(msg: Message, context: Context) -> Message:
     """Which camera this node holds and how much data: counts only, no names or paths."""
     directory = node_dir(context.node_config, str(_config(msg).get("partition-dir", "")))
     if directory is None:
-        metrics = MetricRecord({"camera": -1, "tracklets": 0, "images": 0})
-    else:
-        data = load_node(directory)
-        metrics = MetricRecord({"camera": data.camera, "tracklets": data.num_classes,
-                                "images": data.num_images})
-    return Message(RecordDict({METRICS: metrics}), reply_to=msg)
+        return _reply(msg, {"camera": -1, "tracklets": 0, "images": 0})
+    data = load_node(directory)
+    return _reply(msg, {"camera": data.camera, "tracklets": data.num_classes,
+                        "images": data.num_images})
 
 
 @app.train("walk")
 def walk(msg: Message, context: Context) -> Message:
-    """A random-walk hop: train the walking weights on local data, send them back."""
+    """A hop of the first walk (local labels) or of the incremental walk (global classes)."""
     cfg = RunConfig.from_mapping(context.run_config)
     config = _config(msg)
-    directory = node_dir(context.node_config, str(config.get("partition-dir", "")))
-    if directory is None:
-        raise ValueError("this node holds no camera's data and cannot take a hop")
-    record = msg.content.get(WEIGHTS)
-    if not isinstance(record, ArrayRecord):
-        raise ValueError("train.walk message without walking weights")
-    weights_file = str(config.get("weights-file", ""))
-    result = walk_hop(directory, cfg, Path(weights_file) if weights_file else None,
-                      record_state(record), int(config["hop"]))
-    metrics = MetricRecord({
+    directory = _directory(msg, context)
+    incremental = str(config.get("phase", "walk")) == "incremental"
+    targets = None
+    if incremental and CLASSES in msg.content:
+        head = msg.content.get(HEAD)
+        targets = Targets(
+            classes=_arrays(msg, CLASSES)["classes"].numpy().astype(np.int64),
+            num_classes=int(config["num-classes"]),
+            head=record_state(head) if isinstance(head, ArrayRecord) else None,
+        )
+    result = walk_hop(directory, cfg, _weights_file(msg), record_state(_arrays(msg, WEIGHTS)),
+                      int(config["hop"]), targets)
+    if incremental:  # every node keeps its own copy for unification (paper 3.5)
+        save_model_copy(directory, str(config["run-key"]), result.state)
+    records = {WEIGHTS: state_record(result.state)}
+    if targets is not None and cfg.incremental_head == "travel":
+        records[HEAD] = state_record(result.head)
+    return _reply(msg, {
         "loss": result.stats.loss, "accuracy": result.stats.accuracy,
         "images": result.stats.images, "seconds": result.stats.seconds,
         "num-classes": result.num_classes, "stem-digest": result.stem_digest,
-    })
-    return Message(RecordDict({WEIGHTS: state_record(result.state), METRICS: metrics}),
-                   reply_to=msg)
+    }, **records)
+
+
+@app.query("memory")
+def memory(msg: Message, context: Context) -> Message:
+    """The node's memory bank (paper eq. 4): one feature vector per local tracklet.
+
+    The node keeps it too: the next round needs its own bank, the server need not resend it.
+    """
+    cfg = RunConfig.from_mapping(context.run_config)
+    directory = _directory(msg, context)
+    bank = memory_bank(directory, cfg, _weights_file(msg), record_state(_arrays(msg, WEIGHTS)))
+    save_memory_bank(directory, str(_config(msg)["run-key"]), bank)
+    return _reply(msg, {"memories": int(bank.shape[0]), "dim": int(bank.shape[1])},
+                  memory=arrays_record({"features": bank}))
+
+
+def _payload(msg: Message) -> tuple[dict[str, np.ndarray], GlobalIds]:
+    arrays = {k: a.numpy() for k, a in _arrays(msg, PAYLOAD).items()}
+    return arrays, GlobalIds.from_arrays(arrays)
+
+
+def _camera(msg: Message, context: Context) -> tuple[Path, int]:
+    directory = _directory(msg, context)
+    return directory, load_node(directory).camera
+
+
+def _pairs_reply(msg: Message, pairs: Pairs, **metrics: int) -> Message:
+    return _reply(msg, {"pairs": len(pairs), **metrics},
+                  **{PAYLOAD: arrays_record(pairs.to_arrays("pairs"))})
+
+
+@app.query("top1")
+def top1(msg: Message, context: Context) -> Message:
+    """Mutual top-1 edges between this camera and every later camera (paper 3.3)."""
+    arrays, ids = _payload(msg)
+    directory, camera = _camera(msg, context)
+    bank = load_memory_bank(directory, str(_config(msg)["run-key"]))
+    edges = node_top1(camera, bank, arrays["features"], arrays["cameras"], arrays["labels"],
+                      ids)
+    return _pairs_reply(msg, edges)
+
+
+@app.query("triangle")
+def triangle(msg: Message, context: Context) -> Message:
+    """This camera's edges that pass the triangle relation with threshold alpha."""
+    arrays, ids = _payload(msg)
+    _, camera = _camera(msg, context)
+    kept = node_triangle(camera, TrianglePayload.from_arrays(arrays),
+                         int(_config(msg)["alpha"]), ids)
+    return _pairs_reply(msg, kept)
+
+
+@app.query("flood")
+def flood(msg: Message, context: Context) -> Message:
+    """One flooding step: merge the neighbours' sets into this camera's memories' sets."""
+    arrays, ids = _payload(msg)
+    _, camera = _camera(msg, context)
+    reply = node_flood(camera, FloodPayload.from_arrays(arrays), ids)
+    return _reply(msg, {"changed": int(reply.changed)},
+                  **{PAYLOAD: arrays_record(reply.to_arrays())})
+
+
+@app.query("weights")
+def weights(msg: Message, context: Context) -> Message:
+    """This node's own copy of the model, for unification."""
+    state = load_model_copy(_directory(msg, context), str(_config(msg)["run-key"]))
+    return _reply(msg, {"layers": len(state)}, **{WEIGHTS: state_record(state)})

@@ -15,6 +15,10 @@ CHOICES = {
     "arch": ("resnet18", "resnet34", "resnet50"),
     "walk_order": ("random", "permutation"),
     "bn_statistics": ("update", "frozen"),
+    "incremental_head": ("reinit", "travel"),
+    "incremental_labels": ("clusters", "local"),
+    "unify": ("pick-one", "average"),
+    "flood_reach": ("edges", "sets"),
 }
 
 
@@ -52,6 +56,13 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     seed: int = 0
+    # distributed clustering, incremental walk, unification
+    alpha: int = 1
+    flood_reach: str = "edges"
+    incremental_hops: int = 18
+    incremental_head: str = "reinit"
+    incremental_labels: str = "clusters"
+    unify: str = "pick-one"
     # server
     eval_every: int = 6
     output_dir: str = ""
@@ -94,6 +105,8 @@ class RunConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.key(name)} must be >= 1, got {getattr(self, name)}")
+        if self.alpha < 0 or self.incremental_hops < 0:
+            raise ConfigError("alpha and incremental-hops must be >= 0")
         if self.batch_size < 2:
             raise ConfigError("batch-size must be >= 2 (BatchNorm needs two images)")
         if self.dataset != "synthetic" and not self.data_root:

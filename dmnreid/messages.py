@@ -11,15 +11,19 @@ import json
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 WEIGHTS = "weights"
+HEAD = "head"
+CLASSES = "classes"
 CONFIG = "config"
 METRICS = "metrics"
+PAYLOAD = "payload"
 
 
 class NodeError(RuntimeError):
@@ -28,6 +32,11 @@ class NodeError(RuntimeError):
 
 def state_record(state: OrderedDict[str, torch.Tensor]) -> ArrayRecord:
     return ArrayRecord(OrderedDict((k, v.detach().cpu()) for k, v in state.items()))
+
+
+def arrays_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Numpy arrays (ids, edges, feature vectors) as one ArrayRecord."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
 
 
 def record_state(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:

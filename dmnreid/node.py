@@ -11,14 +11,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import NodeData, load_node, read_partition
 from dmnreid.data_prep.records import DatasetError
 from dmnreid.reid.images import cached_decode
-from dmnreid.reid.model import build_model, load_walking_state, stem_digest, walking_state
-from dmnreid.reid.train import TrainConfig, TrainStats, train_local
+from dmnreid.reid.model import (
+    ReidNet,
+    build_model,
+    load_walking_state,
+    stem_digest,
+    walking_state,
+)
+from dmnreid.reid.train import TrainConfig, TrainStats, extract_features, train_local
 
 
 def node_dir(node_config: Mapping[str, object], partition_dir: str) -> Path | None:
@@ -40,9 +47,24 @@ def node_dir(node_config: Mapping[str, object], partition_dir: str) -> Path | No
 @dataclass(frozen=True)
 class HopResult:
     state: OrderedDict[str, torch.Tensor]
+    head: OrderedDict[str, torch.Tensor]
     stats: TrainStats
     num_classes: int
     stem_digest: int
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the classifier learns at a hop.
+
+    The first walk uses the node's local labels and a fresh head (``classes`` None). The
+    incremental walk (paper eq. 5) maps every local tracklet to its global cluster class, with
+    a head of ``num_classes`` outputs that is either fresh or the one that travelled in.
+    """
+
+    classes: np.ndarray | None = None
+    num_classes: int = 0
+    head: Mapping[str, torch.Tensor] | None = None
 
 
 def training_images(data: NodeData, cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,18 +76,92 @@ def training_images(data: NodeData, cfg: RunConfig) -> tuple[torch.Tensor, torch
     return images, labels
 
 
+def _model(cfg: RunConfig, weights: Path | None, num_classes: int,
+           state: Mapping[str, torch.Tensor]) -> ReidNet:
+    model = build_model(cfg.arch, weights, num_classes, cfg.freeze_stem, cfg.bn_statistics)
+    load_walking_state(model, state, cfg.freeze_stem)
+    return model
+
+
 def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
-             state: Mapping[str, torch.Tensor], hop: int) -> HopResult:
-    """One random-walk hop (paper 3.2): fresh local head, local epochs, walking weights back."""
+             state: Mapping[str, torch.Tensor], hop: int,
+             targets: Targets | None = None) -> HopResult:
+    """One random-walk hop (paper 3.2 / 3.4): train on local data, walking weights back."""
     data = load_node(directory)
     images, labels = training_images(data, cfg)
-    model = build_model(cfg.arch, weights, data.num_classes, cfg.freeze_stem,
-                        cfg.bn_statistics)
-    load_walking_state(model, state, cfg.freeze_stem)
+    targets = targets or Targets()
+    num_classes = data.num_classes
+    if targets.classes is not None:
+        if len(targets.classes) != data.num_classes:
+            raise ValueError(f"{len(targets.classes)} global classes sent for "
+                             f"{data.num_classes} local tracklets")
+        labels = torch.as_tensor(targets.classes, dtype=torch.long)[labels]
+        num_classes = targets.num_classes
+    model = _model(cfg, weights, num_classes, state)
+    if targets.head is not None:
+        model.head.load_state_dict(dict(targets.head))
     stats = train_local(model, images, labels, TrainConfig(
         epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr_head=cfg.lr_head,
         lr_backbone=cfg.lr_backbone, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
         seed=cfg.seed * 100_003 + hop,
     ))
-    return HopResult(walking_state(model, cfg.freeze_stem), stats, data.num_classes,
+    head = OrderedDict((k, v.detach().clone()) for k, v in model.head.state_dict().items())
+    return HopResult(walking_state(model, cfg.freeze_stem), head, stats, num_classes,
                      stem_digest(model))
+
+
+def memory_bank(directory: Path, cfg: RunConfig, weights: Path | None,
+                state: Mapping[str, torch.Tensor]) -> np.ndarray:
+    """One memory per local tracklet (paper eq. 4), row = local label, float32 (N_m, d).
+
+    Each frame feature is L2-normalised (as for retrieval) so every frame votes equally, the
+    frames of a tracklet are summed as in eq. 4, and the sum is L2-normalised again: tracklets
+    hold 4 to several hundred frames, and without the second normalisation a sum's length
+    (set by the frame count) would dominate the L2 distances of mutual top-1.
+    """
+    data = load_node(directory)
+    images, labels = training_images(data, cfg)
+    frames = torch.from_numpy(extract_features(_model(cfg, weights, 1, state), images))
+    bank = torch.zeros((data.num_classes, frames.shape[1]), dtype=torch.float64)
+    bank.index_add_(0, labels, frames.double())
+    return torch.nn.functional.normalize(bank, dim=1).float().numpy()
+
+
+def run_state_dir(directory: Path, run_key: str) -> Path:
+    """A node's own state for one run: its memory bank and its copy of the model."""
+    if not run_key or "/" in run_key or "\\" in run_key or run_key.startswith("."):
+        raise ValueError(f"bad run key {run_key!r}")
+    return directory / "runs" / run_key
+
+
+def model_copy_path(directory: Path, run_key: str) -> Path:
+    """Where a node keeps its own copy of the model after it trained (for unification)."""
+    return run_state_dir(directory, run_key) / "model.pt"
+
+
+def save_memory_bank(directory: Path, run_key: str, bank: np.ndarray) -> None:
+    path = run_state_dir(directory, run_key) / "memory.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, bank)
+
+
+def load_memory_bank(directory: Path, run_key: str) -> np.ndarray:
+    path = run_state_dir(directory, run_key) / "memory.npy"
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory.name} has no memory bank for run {run_key}")
+    return np.load(path)
+
+
+def save_model_copy(directory: Path, run_key: str, state: Mapping[str, torch.Tensor]) -> None:
+    path = model_copy_path(directory, run_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(OrderedDict(state), tmp)
+    tmp.replace(path)
+
+
+def load_model_copy(directory: Path, run_key: str) -> OrderedDict[str, torch.Tensor]:
+    path = model_copy_path(directory, run_key)
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory.name} holds no model copy for run {run_key}")
+    return OrderedDict(torch.load(path, map_location="cpu", weights_only=True))

@@ -75,14 +75,18 @@ class RunDir:
         lines = self.read_lines(name)[:keep]
         _atomic_write(self.path / name, "".join(json.dumps(r) + "\n" for r in lines).encode())
 
-    def save_checkpoint(self, state: OrderedDict[str, torch.Tensor], info: dict) -> None:
+    def save_checkpoint(self, state: OrderedDict[str, torch.Tensor], info: dict,
+                        head: OrderedDict[str, torch.Tensor] | None = None) -> None:
+        """Walking weights (and a travelling head) after a hop, with where the run stood."""
         tmp = self.path / f"checkpoints/.latest.tmp{os.getpid()}"
-        torch.save({"state": state, "info": info}, tmp)
+        torch.save({"state": state, "head": head, "info": info}, tmp)
         os.replace(tmp, self.path / CHECKPOINT)
 
-    def load_checkpoint(self) -> tuple[OrderedDict[str, torch.Tensor], dict]:
+    def load_checkpoint(self) -> tuple[OrderedDict[str, torch.Tensor], dict,
+                                       OrderedDict[str, torch.Tensor] | None]:
         data = torch.load(self.path / CHECKPOINT, map_location="cpu", weights_only=True)
-        return OrderedDict(data["state"]), data["info"]
+        head = OrderedDict(data["head"]) if data.get("head") is not None else None
+        return OrderedDict(data["state"]), data["info"], head
 
     def write_metrics(self, metrics: dict[str, dict]) -> None:
         """metrics.json as given, metrics.csv as one row per stage."""

@@ -1,27 +1,42 @@
 """ServerApp: runs the phases in order and writes the run directory.
 
-Phases so far: set-up (data, weights, nodes), direct-transfer baseline, random walk with
-periodic evaluation, final evaluation.
+Phases: set-up (data, weights, nodes), direct-transfer baseline, random walk, distributed
+clustering, incremental random walk, unification, final evaluation. Each hop is checkpointed;
+``resume-from`` continues a run from its last finished hop.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from pathlib import Path
 
+import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import read_partition
-from dmnreid.messages import CONFIG, NodeError, metrics_of, replies_by_node, reply_content
+from dmnreid.messages import (
+    CLASSES,
+    CONFIG,
+    HEAD,
+    WEIGHTS,
+    NodeError,
+    arrays_record,
+    metrics_of,
+    record_state,
+    replies_by_node,
+    reply_content,
+    state_record,
+)
 from dmnreid.prepare import prepare_partitions
 from dmnreid.reid.evaluator import Evaluator
 from dmnreid.reid.model import (
+    ReidNet,
     build_model,
     load_walking_state,
     resolve_weights,
@@ -30,7 +45,9 @@ from dmnreid.reid.model import (
 )
 from dmnreid.reid.pretrain import ensure_source_weights
 from dmnreid.run_dir import RunDir
-from dmnreid.strategies.random_walk import Hop, hop_order, walk
+from dmnreid.strategies.clustering import cluster_phase
+from dmnreid.strategies.random_walk import Hop, State, hop_order, walk
+from dmnreid.strategies.unification import average_states, pick_one
 
 app = ServerApp()
 
@@ -97,57 +114,141 @@ def record_evaluation(run: RunDir, evaluator: Evaluator, model: torch.nn.Module,
     return scores
 
 
+@dataclass
+class Session:
+    """What every phase of one run shares."""
+
+    grid: Grid
+    cfg: RunConfig
+    run: RunDir
+    nodes: list[tuple[int, int]]
+    model: ReidNet
+    evaluator: Evaluator
+    base_config: dict
+    metrics: dict = field(default_factory=dict)
+
+    def evaluate(self, state: State, stage: str, hop: int) -> dict[str, float]:
+        load_walking_state(self.model, state, self.cfg.freeze_stem)
+        return record_evaluation(self.run, self.evaluator, self.model, stage, hop)
+
+    def save_metrics(self) -> None:
+        self.run.write_metrics(self.metrics)
+
+
+def walk_phase(session: Session, phase: str, state: State, order: list[int], start: int,
+               offset: int, payload=None, head: State | None = None) -> tuple[State, State | None]:
+    """Run one walk (the first, or the incremental one) with records, checkpoints and evals."""
+    cfg, run = session.cfg, session.run
+    server_stem = stem_digest(session.model)
+
+    def after_hop(hop: Hop, new_state: State, new_head: State | None) -> None:
+        if hop.stem_digest != server_stem:
+            raise NodeError(f"camera {hop.camera} trained with a stem that differs from the "
+                            "server's: every node needs the same pretrained-weights file")
+        run.append("hops.jsonl", hop.__dict__)
+        log(INFO, "%s hop %d/%d camera %d: loss %.3f acc %.2f, %d images in %.1f s, "
+            "%.1f MB each way", phase, hop.hop + 1, len(order), hop.camera, hop.loss,
+            hop.accuracy, hop.images, hop.seconds, hop.bytes_sent / 1e6)
+        done = hop.hop + 1
+        if done % cfg.eval_every == 0 and done < len(order):
+            session.evaluate(new_state, phase, offset + done)
+        run.save_checkpoint(new_state, {
+            "phase": phase, "hop": hop.hop, "lines": len(run.read_lines("hops.jsonl")),
+            "evaluations": len(run.read_lines("evaluations.jsonl"))}, new_head)
+
+    config = {**session.base_config, "phase": phase}
+    return walk(session.grid, session.nodes, state, order, start, config, cfg.node_timeout,
+                after_hop, payload, head)
+
+
+def incremental_payload(session: Session, classes: dict[int, np.ndarray] | None):
+    """Each incremental hop carries the node's global class per tracklet (and the head)."""
+    travel = session.cfg.incremental_head == "travel"
+
+    def payload(camera: int, head: State | None) -> dict[str, ArrayRecord]:
+        if classes is None:  # the control: local labels, as in the first walk
+            return {}
+        records = {CLASSES: arrays_record({"classes": classes[camera]})}
+        if travel and head is not None:
+            records[HEAD] = state_record(head)
+        return records
+
+    return payload
+
+
+def unify_phase(session: Session, visited: list[int]) -> State:
+    """Pick one node's model or average all of them (each node's own copy, fetched)."""
+    cfg = session.cfg
+    chosen = [pick_one(visited, cfg.seed)] if cfg.unify == "pick-one" else sorted(visited)
+    by_camera = {camera: node for node, camera in session.nodes}
+    messages = [Message(RecordDict({CONFIG: ConfigRecord(session.base_config)}),
+                        dst_node_id=by_camera[c], message_type="query.weights") for c in chosen]
+    replies = replies_by_node(session.grid.send_and_receive(messages, timeout=cfg.node_timeout),
+                              [by_camera[c] for c in chosen], "query.weights")
+    states = [record_state(reply_content(replies[by_camera[c]], f"camera {c}")[WEIGHTS])
+              for c in chosen]
+    log(INFO, "Unified (%s) over camera(s) %s", cfg.unify, chosen)
+    session.run.write_json("unification.json", {"mode": cfg.unify, "cameras": chosen})
+    return states[0] if cfg.unify == "pick-one" else average_states(states)
+
+
 def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
     cfg, run = open_run(cfg)
     partitions = prepare_partitions(cfg)
     weights = pretrained_file(cfg)
     nodes = discover_nodes(grid, partitions, cfg.node_timeout)
     log(INFO, "%d nodes, cameras %s", len(nodes), [c for _, c in nodes])
-
-    model = build_model(cfg.arch, weights, 1, cfg.freeze_stem)
-    evaluator = Evaluator(partitions, cfg.image_height, cfg.image_width)
-    metrics = run.read_json("metrics.json")
-    state, start = walking_state(model, cfg.freeze_stem), 0
+    session = Session(
+        grid=grid, cfg=cfg, run=run, nodes=nodes,
+        model=build_model(cfg.arch, weights, 1, cfg.freeze_stem),
+        evaluator=Evaluator(partitions, cfg.image_height, cfg.image_width),
+        base_config={"partition-dir": str(partitions), "run-key": run.path.name,
+                     "weights-file": str(weights) if weights else ""},
+        metrics=run.read_json("metrics.json"),
+    )
+    state, head, info = walking_state(session.model, cfg.freeze_stem), None, {}
     if cfg.resume_from:
-        state, info = run.load_checkpoint()
-        start = int(info["hop"]) + 1
-        run.truncate_lines("hops.jsonl", start)
-        run.truncate_lines("evaluations.jsonl", len(
-            [e for e in run.read_lines("evaluations.jsonl") if e["hop"] <= start]))
-        load_walking_state(model, state, cfg.freeze_stem)
-    if "baseline" not in metrics:
-        metrics["baseline"] = record_evaluation(run, evaluator, model, "baseline", 0)
-        run.write_metrics(metrics)
+        state, info, head = run.load_checkpoint()
+        run.truncate_lines("hops.jsonl", int(info["lines"]))
+        run.truncate_lines("evaluations.jsonl", int(info["evaluations"]))
+        log(INFO, "Resuming after %s hop %d", info["phase"], info["hop"] + 1)
+    if "baseline" not in session.metrics:
+        session.metrics["baseline"] = session.evaluate(state, "baseline", 0)
+        session.save_metrics()
 
     order = hop_order(len(nodes), cfg.walk_hops, cfg.walk_order, cfg.seed)
-    hop_config = {"partition-dir": str(partitions),
-                  "weights-file": str(weights) if weights else ""}
+    if info.get("phase", "walk") == "walk":
+        start = info["hop"] + 1 if info else 0
+        state, _ = walk_phase(session, "walk", state, order, start, 0)
+    if "walk" not in session.metrics:
+        session.metrics["walk"] = session.evaluate(state, "walk", len(order))
+        session.save_metrics()
 
-    server_stem = stem_digest(model)
-
-    def after_hop(hop: Hop, new_state: OrderedDict[str, torch.Tensor]) -> None:
-        if hop.stem_digest != server_stem:
-            raise NodeError(f"camera {hop.camera} trained with a stem that differs from the "
-                            "server's: every node needs the same pretrained-weights file")
-        run.append("hops.jsonl", hop.__dict__)
-        run.save_checkpoint(new_state, {"hop": hop.hop})
-        log(INFO, "hop %d/%d camera %d: loss %.3f acc %.2f, %d images in %.1f s, %.1f MB each way",
-            hop.hop + 1, len(order), hop.camera, hop.loss, hop.accuracy, hop.images,
-            hop.seconds, hop.bytes_sent / 1e6)
-        done = hop.hop + 1
-        if done % cfg.eval_every == 0 and done < len(order):
-            load_walking_state(model, new_state, cfg.freeze_stem)
-            record_evaluation(run, evaluator, model, "walk", done)
-
-    state = walk(grid, nodes, state, order, start, hop_config, cfg.node_timeout, after_hop)
-    load_walking_state(model, state, cfg.freeze_stem)
-    metrics["final"] = record_evaluation(run, evaluator, model, "final", len(order))
-    run.write_metrics(metrics)
+    if cfg.incremental_hops > 0:
+        classes = None
+        if cfg.incremental_labels == "clusters":
+            sizes = {n["camera"]: n["tracklets"] for n in read_partition(partitions)["nodes"]}
+            classes = cluster_phase(grid, nodes, sizes, state, session.base_config, cfg.alpha,
+                                    cfg.flood_reach, cfg.node_timeout, run, partitions)
+        num_classes = (max(int(c.max()) for c in classes.values()) + 1) if classes else 0
+        session.base_config["num-classes"] = num_classes
+        inc_order = hop_order(len(nodes), cfg.incremental_hops, cfg.walk_order, cfg.seed + 1)
+        start = info["hop"] + 1 if info.get("phase") == "incremental" else 0
+        state, head = walk_phase(session, "incremental", state, inc_order, start, len(order),
+                                 incremental_payload(session, classes), head)
+        hops = len(order) + len(inc_order)
+        if "incremental" not in session.metrics:
+            session.metrics["incremental"] = session.evaluate(state, "incremental", hops)
+        visited = sorted({nodes[i][1] for i in inc_order})
+        state = unify_phase(session, visited)
+        session.metrics["final"] = session.evaluate(state, "final", hops)
+    else:
+        session.metrics["final"] = session.metrics["walk"]
+    session.save_metrics()
     run.plot_curve()
-    gain = metrics["final"]["mAP"] - metrics["baseline"]["mAP"]
-    level = INFO if gain > 0 else WARNING
-    log(level, "mAP %.1f -> %.1f (%+.1f). Outputs in %s", metrics["baseline"]["mAP"],
-        metrics["final"]["mAP"], gain, run.path)
+    gain = session.metrics["final"]["mAP"] - session.metrics["baseline"]["mAP"]
+    log(INFO if gain > 0 else WARNING, "mAP %.1f -> %.1f (%+.1f). Outputs in %s",
+        session.metrics["baseline"]["mAP"], session.metrics["final"]["mAP"], gain, run.path)
     return run
 
 

@@ -21,6 +21,7 @@ RUN = {
     "image-height": 32, "image-width": 16, "pretrained-weights": "none",
     "bn-statistics": "update", "walk-hops": 3,
     "local-epochs": 1, "batch-size": 8, "eval-every": 3, "seed": 5, "node-timeout": 120.0,
+    "incremental-hops": 0,
 }
 
 
@@ -42,5 +43,6 @@ def test_walk_over_real_supernodes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     run_dir = next((tmp_path / "out").iterdir())
     hops = [json.loads(line) for line in (run_dir / "hops.jsonl").read_text().splitlines()]
     assert len(hops) == 3 and {h["camera"] for h in hops} <= {1, 2, 3}
-    assert set(json.loads((run_dir / "metrics.json").read_text())) == {"baseline", "final"}
+    assert set(json.loads((run_dir / "metrics.json").read_text())) == {
+        "baseline", "walk", "final"}
     assert all(proc.poll() is not None for proc in link.supernodes)  # stopped by PID

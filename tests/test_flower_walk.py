@@ -1,7 +1,8 @@
-"""The random walk end to end through Flower's real simulation engine.
+"""The whole pipeline end to end through Flower's real simulation engine.
 
-One tiny run (3 cameras, small images, no pretrained weights) is shared by most tests; a second
-run is stopped mid-walk and resumed. A SuperLink is started per module and stopped by its PID.
+One tiny run (3 cameras, small images, no pretrained weights: walk, clustering, incremental
+walk, averaging unification) is shared by most tests; a second run is stopped mid-walk and
+resumed. A SuperLink is started per module and stopped by its PID.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ TINY = {
     "image-height": 32, "image-width": 16, "pretrained-weights": "none",
     "bn-statistics": "update", "walk-hops": 4,
     "local-epochs": 1, "batch-size": 8, "eval-every": 2, "seed": 3,
+    "incremental-hops": 2, "alpha": 0, "unify": "average",
 }
-HOP_KEYS = {"hop", "node", "camera", "loss", "accuracy", "images", "seconds", "num_classes",
-            "stem_digest", "round_trip_seconds", "bytes_sent", "bytes_received"}
+WALK, INCREMENTAL = TINY["walk-hops"], TINY["incremental-hops"]
+HOP_KEYS = {"phase", "hop", "node", "camera", "loss", "accuracy", "images", "seconds",
+            "num_classes", "stem_digest", "round_trip_seconds", "bytes_sent", "bytes_received"}
 SCORES = {"rank1", "rank5", "rank10", "mAP"}
 
 
@@ -63,13 +66,15 @@ def test_run_finishes(tiny_run):
 
 def test_hops_follow_the_seeded_order_and_are_well_formed(tiny_run):
     hops = read_lines(tiny_run["dir"] / "hops.jsonl")
-    assert [h["hop"] for h in hops] == list(range(TINY["walk-hops"]))
+    assert [(h["phase"], h["hop"]) for h in hops] == [
+        *(("walk", i) for i in range(WALK)), *(("incremental", i) for i in range(INCREMENTAL))]
     assert all(set(h) == HOP_KEYS for h in hops)
     cameras = list(range(1, CAMERAS + 1))
-    expected = [cameras[i] for i in hop_order(CAMERAS, TINY["walk-hops"], "random",
-                                              TINY["seed"])]
+    expected = [cameras[i] for i in hop_order(CAMERAS, WALK, "random", TINY["seed"])]
+    expected += [cameras[i] for i in hop_order(CAMERAS, INCREMENTAL, "random", TINY["seed"] + 1)]
     assert [h["camera"] for h in hops] == expected
-    assert all(a["camera"] != b["camera"] for a, b in pairwise(hops))
+    assert all(a["camera"] != b["camera"] for a, b in pairwise(hops)
+               if a["phase"] == b["phase"])
     assert all(h["images"] > 0 and h["loss"] > 0 and 0 <= h["accuracy"] <= 1 for h in hops)
 
 
@@ -77,9 +82,12 @@ def test_each_node_trains_its_own_head(tiny_run):
     partition = next(Path(tiny_run["cache"], "partitions").iterdir())
     tracklets = {n["camera"]: n["tracklets"] for n in read_partition(partition)["nodes"]}
     hops = read_lines(tiny_run["dir"] / "hops.jsonl")
-    assert {h["camera"]: h["num_classes"] for h in hops} == {
-        h["camera"]: tracklets[h["camera"]] for h in hops}
+    walk = [h for h in hops if h["phase"] == "walk"]
+    assert {h["camera"]: h["num_classes"] for h in walk} == {
+        h["camera"]: tracklets[h["camera"]] for h in walk}
     assert len(set(tracklets.values())) > 1  # the cameras really differ in class count
+    clusters = json.loads((tiny_run["dir"] / "clustering.json").read_text())["clusters"]
+    assert all(h["num_classes"] == clusters for h in hops if h["phase"] == "incremental")
 
 
 def test_only_the_walking_layers_travel_and_the_stem_stays_identical(tiny_run):
@@ -98,14 +106,18 @@ def test_only_the_walking_layers_travel_and_the_stem_stays_identical(tiny_run):
 
 def test_metrics_and_evaluations(tiny_run):
     metrics = json.loads((tiny_run["dir"] / "metrics.json").read_text())
-    assert set(metrics) == {"baseline", "final"}
+    assert set(metrics) == {"baseline", "walk", "incremental", "final"}
     for stage in metrics.values():
         assert set(stage) == SCORES
         assert all(0 <= v <= 100 for v in stage.values())
     evaluations = read_lines(tiny_run["dir"] / "evaluations.jsonl")
     assert [(e["stage"], e["hop"]) for e in evaluations] == [
-        ("baseline", 0), ("walk", 2), ("final", 4)]
+        ("baseline", 0), ("walk", 2), ("walk", 4), ("incremental", 6), ("final", 6)]
     assert json.loads((tiny_run["dir"] / "config.json").read_text())["walk-hops"] == 4
+    assert json.loads((tiny_run["dir"] / "unification.json").read_text()) == {
+        "mode": "average",
+        "cameras": sorted({c + 1 for c in hop_order(CAMERAS, INCREMENTAL, "random",
+                                                    TINY["seed"] + 1)})}
     assert (tiny_run["dir"] / "metrics.csv").is_file()
     assert (tiny_run["dir"] / "map_curve.png").stat().st_size > 0
 
@@ -116,21 +128,37 @@ def _forbidden(value: object) -> bool:
         ext in text for ext in (".jpg", ".jpeg", ".png", ".pt"))
 
 
-def test_privacy_nodes_send_only_weights_ids_and_scalars(tiny_run):
-    """Every reply a node sent: walking weights (float), and scalar metrics; nothing else."""
+def _check_arrays(name: str, entries: dict, walking: dict) -> None:
+    """Walking weights, 512-d float32 feature vectors, or int64 ids/edges: nothing else."""
+    if name == "weights":
+        assert set(entries) == set(walking)
+        for key, array in entries.items():
+            assert array["shape"] == list(walking[key].shape)
+        return
+    assert name in ("memory", "payload"), name
+    for key, array in entries.items():
+        if name == "memory":
+            assert key == "features" and array["dtype"] == "float32"
+            assert len(array["shape"]) == 2 and array["shape"][1] == 512
+        else:
+            assert key in ("pairs_owner", "pairs_member", "sets_owner", "sets_member",
+                           "labels", "changed"), key
+            assert array["dtype"] == "int64" and len(array["shape"]) == 1
+
+
+def test_privacy_nodes_send_only_weights_features_ids_and_scalars(tiny_run):
+    """Every reply any node sent in a full run, every phase; nothing derived from pixels but
+    weights and feature vectors, no paths, no images."""
     entries = [e for f in sorted(tiny_run["audit"].glob("*.jsonl")) for e in read_lines(f)]
     types = {e["message_type"] for e in entries}
-    assert types == {"query.info", "train.walk"}
-    assert sum(e["message_type"] == "train.walk" for e in entries) == TINY["walk-hops"]
+    assert types == {"query.info", "train.walk", "query.memory", "query.top1",
+                     "query.triangle", "query.flood", "query.weights"}
+    assert sum(e["message_type"] == "train.walk" for e in entries) == WALK + INCREMENTAL
     walking = walking_state(build_model("resnet18", None, 1))
     for entry in entries:
         for name, record in entry["records"].items():
             if record["kind"] == "array":
-                assert name == "weights"
-                assert set(record["entries"]) == set(walking)
-                for key, array in record["entries"].items():
-                    assert array["shape"] == list(walking[key].shape)
-                    assert array["dtype"] != "uint8"
+                _check_arrays(name, record["entries"], walking)
             else:
                 for key, value in record["entries"].items():
                     assert value["type"] in ("int", "float"), (key, value)
@@ -139,7 +167,7 @@ def test_privacy_nodes_send_only_weights_ids_and_scalars(tiny_run):
 
 def test_resume_continues_from_the_last_checkpoint(link: FlowerLink, tmp_path: Path):
     config = {**TINY, "walk-hops": 6, "local-epochs": 3, "output-dir": str(tmp_path),
-              "run-name": "resume"}
+              "run-name": "resume", "incremental-hops": 0}
     run_id, _ = link.start_run(config, supernodes=CAMERAS, stream=False)
     deadline = time.monotonic() + 600
     hops_file = None
@@ -164,4 +192,4 @@ def test_resume_continues_from_the_last_checkpoint(link: FlowerLink, tmp_path: P
     expected = [i + 1 for i in hop_order(CAMERAS, 6, "random", TINY["seed"])]
     assert [h["camera"] for h in after] == expected
     assert set(json.loads((hops_file.parent / "metrics.json").read_text())) == {
-        "baseline", "final"}
+        "baseline", "walk", "final"}

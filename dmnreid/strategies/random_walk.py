@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from dmnreid.messages import (
     CONFIG,
+    HEAD,
     WEIGHTS,
     NodeError,
     message_bytes,
@@ -57,6 +58,7 @@ def hop_order(num_nodes: int, hops: int, order: str, seed: int) -> list[int]:
 class Hop:
     """The record of one hop, one line of hops.jsonl."""
 
+    phase: str
     hop: int
     node: int
     camera: int
@@ -71,12 +73,19 @@ class Hop:
     bytes_received: int
 
 
-def send_hop(grid: Grid, node_id: int, camera: int, hop: int,
-             state: OrderedDict[str, torch.Tensor], config: dict,
-             timeout: float) -> tuple[OrderedDict[str, torch.Tensor], Hop]:
-    """Send the walking weights to one node for a hop; return its weights and the record."""
-    content = RecordDict({WEIGHTS: state_record(state), CONFIG: ConfigRecord({**config,
-                                                                                "hop": hop})})
+State = OrderedDict[str, torch.Tensor]
+
+
+def send_hop(grid: Grid, node_id: int, camera: int, hop: int, state: State, config: dict,
+             timeout: float, extra: Mapping[str, ArrayRecord] | None = None
+             ) -> tuple[State, State | None, Hop]:
+    """Send the walking weights (and ``extra`` records) to one node for a hop.
+
+    Returns the node's walking weights, its classifier head when it sent one back (travelling
+    head), and the hop's record.
+    """
+    content = RecordDict({WEIGHTS: state_record(state),
+                          CONFIG: ConfigRecord({**config, "hop": hop}), **(extra or {})})
     sent = message_bytes(content)
     start = time.perf_counter()
     message = Message(content, dst_node_id=node_id, message_type="train.walk")
@@ -88,9 +97,11 @@ def send_hop(grid: Grid, node_id: int, camera: int, hop: int,
     new_state = record_state(reply[WEIGHTS])
     if set(new_state) != set(state):
         raise NodeError(f"hop {hop}: camera {camera} sent back weights with other layers")
+    head = record_state(reply[HEAD]) if HEAD in reply else None
     metrics = metrics_of(reply)
-    return new_state, Hop(
-        hop=hop, node=node_id, camera=camera, loss=float(metrics["loss"]),
+    return new_state, head, Hop(
+        phase=str(config.get("phase", "walk")), hop=hop, node=node_id, camera=camera,
+        loss=float(metrics["loss"]),
         accuracy=float(metrics["accuracy"]), images=int(metrics["images"]),
         seconds=float(metrics["seconds"]), num_classes=int(metrics["num-classes"]),
         stem_digest=int(metrics["stem-digest"]), round_trip_seconds=time.perf_counter() - start,
@@ -98,13 +109,20 @@ def send_hop(grid: Grid, node_id: int, camera: int, hop: int,
     )
 
 
-def walk(grid: Grid, nodes: list[tuple[int, int]], state: OrderedDict[str, torch.Tensor],
-         order: list[int], start: int, config: dict, timeout: float,
-         after_hop: Callable[[Hop, OrderedDict[str, torch.Tensor]], None]
-         ) -> OrderedDict[str, torch.Tensor]:
-    """Walk hops ``start..len(order)-1`` over ``nodes`` = [(node id, camera)]."""
+def walk(grid: Grid, nodes: list[tuple[int, int]], state: State, order: list[int], start: int,
+         config: dict, timeout: float, after_hop: Callable[[Hop, State, State | None], None],
+         payload: Callable[[int, State | None], Mapping[str, ArrayRecord]] | None = None,
+         head: State | None = None) -> tuple[State, State | None]:
+    """Walk hops ``start..len(order)-1`` over ``nodes`` = [(node id, camera)].
+
+    ``payload(camera, head)`` adds records to a hop's message (the incremental walk's class
+    targets and travelling head); a head a node sends back travels on to the next hop.
+    """
     for hop in range(start, len(order)):
         node_id, camera = nodes[order[hop]]
-        state, record = send_hop(grid, node_id, camera, hop, state, config, timeout)
-        after_hop(record, state)
-    return state
+        extra = payload(camera, head) if payload else None
+        state, returned, record = send_hop(grid, node_id, camera, hop, state, config, timeout,
+                                           extra)
+        head = returned if returned is not None else head
+        after_hop(record, state, head)
+    return state, head

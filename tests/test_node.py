@@ -1,0 +1,75 @@
+"""Node-side work without Flower: memory bank, incremental hops, the node's model copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dmnreid.config import RunConfig
+from dmnreid.data_prep.datasets import read_dataset
+from dmnreid.data_prep.partition import load_node, write_partition
+from dmnreid.data_prep.synthetic import SyntheticConfig, generate
+from dmnreid.node import (
+    Targets,
+    load_model_copy,
+    memory_bank,
+    save_model_copy,
+    training_images,
+    walk_hop,
+)
+from dmnreid.reid.model import build_model, walking_state
+from dmnreid.reid.train import extract_features
+
+CFG = RunConfig(image_height=32, image_width=16, pretrained_weights="none",
+                bn_statistics="update", local_epochs=1, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("n")
+    generate(root / "syn", SyntheticConfig(cameras=2, train_ids=6, test_ids=2, distractors=0,
+                                           junk=0), progress=False)
+    write_partition(read_dataset("synthetic", root / "syn"), root / "parts", progress=False)
+    return root / "parts" / "camera-01"
+
+
+def test_memory_bank_is_the_normalised_sum_of_frame_features(node_dir: Path):
+    model = build_model(CFG.arch, None, 1, CFG.freeze_stem)
+    state = walking_state(model)
+    bank = memory_bank(node_dir, CFG, None, state)
+    data = load_node(node_dir)
+    assert bank.shape == (data.num_classes, model.feature_dim) and bank.dtype == np.float32
+    assert np.allclose(np.linalg.norm(bank, axis=1), 1.0, atol=1e-5)
+    images, labels = training_images(data, CFG)
+    frames = extract_features(model, images)
+    for label in range(data.num_classes):
+        total = frames[labels.numpy() == label].sum(0)
+        assert np.allclose(bank[label], total / np.linalg.norm(total), atol=1e-5)
+
+
+def test_incremental_hop_uses_global_classes_and_travelling_head(node_dir: Path):
+    data = load_node(node_dir)
+    state = walking_state(build_model(CFG.arch, None))
+    classes = np.arange(data.num_classes) % 3 + 2  # 5 global classes, 0 and 1 live elsewhere
+    first = walk_hop(node_dir, CFG, None, state, 0, Targets(classes, 5))
+    assert first.num_classes == 5 and first.head["weight"].shape == (5, 512)
+    second = walk_hop(node_dir, CFG, None, first.state, 1, Targets(classes, 5, first.head))
+    assert not torch.equal(second.head["weight"], first.head["weight"])
+    local = walk_hop(node_dir, CFG, None, state, 0)
+    assert local.num_classes == data.num_classes
+    with pytest.raises(ValueError, match="global classes"):
+        walk_hop(node_dir, CFG, None, state, 0, Targets(classes[:-1], 5))
+
+
+def test_model_copy_roundtrip(node_dir: Path):
+    state = walking_state(build_model(CFG.arch, None))
+    save_model_copy(node_dir, "run-1", state)
+    loaded = load_model_copy(node_dir, "run-1")
+    assert all(torch.equal(state[k], loaded[k]) for k in state)
+    with pytest.raises(FileNotFoundError, match="no model copy"):
+        load_model_copy(node_dir, "run-2")
+    with pytest.raises(ValueError, match="bad run key"):
+        save_model_copy(node_dir, "../escape", state)
