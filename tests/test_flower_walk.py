@@ -193,3 +193,18 @@ def test_resume_continues_from_the_last_checkpoint(link: FlowerLink, tmp_path: P
     assert [h["camera"] for h in after] == expected
     assert set(json.loads((hops_file.parent / "metrics.json").read_text())) == {
         "baseline", "walk", "final"}
+
+
+def test_clustering_record(tiny_run):
+    summary = json.loads((tiny_run["dir"] / "clustering.json").read_text())
+    names = [r["name"] for r in summary["per_round"]]
+    assert names[:3] == ["memory", "top1", "triangle"] and names[3].startswith("flood-")
+    assert summary["rounds"] == len(names) and summary["messages"] == sum(
+        r["messages"] for r in summary["per_round"])
+    assert all(r["bytes"] > 0 and r["seconds"] >= 0 for r in summary["per_round"])
+    assert summary["edges_kept"] == summary["edges_mutual"]  # alpha 0 keeps every edge
+    assert 1 <= summary["clusters"] <= summary["memories"]
+    for graph in ("triangle", "mutual_top1"):
+        scores = summary["diagnostics"][graph]
+        assert 0 <= scores["precision"] <= 1 and 0 <= scores["nmi"] <= 1
+        assert scores["memories"] == summary["memories"]
