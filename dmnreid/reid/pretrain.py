@@ -23,7 +23,7 @@ from dmnreid.config import RunConfig
 from dmnreid.data_prep.datasets import read_dataset
 from dmnreid.data_prep.synthetic import GENERATOR_VERSION, SyntheticConfig, generate
 from dmnreid.reid.images import cached_decode
-from dmnreid.reid.model import ReidNet
+from dmnreid.reid.model import ReidNet, build_model
 from dmnreid.reid.train import TrainConfig, TrainStats, train_local
 
 SOURCE_APPEARANCE_SEED = 7_919
@@ -41,7 +41,7 @@ def source_config(cfg: RunConfig) -> SyntheticConfig:
 def weights_path(cfg: RunConfig) -> Path:
     return cache_home() / "pretrained" / (
         f"source-{cfg.arch}-{cfg.image_height}x{cfg.image_width}-ids{cfg.source_ids}"
-        f"-ep{cfg.source_epochs}-v{GENERATOR_VERSION}.pt")
+        f"-ep{cfg.source_epochs}-v{GENERATOR_VERSION}-seeded.pt")
 
 
 def torchvision_state(model: ReidNet) -> dict[str, torch.Tensor]:
@@ -62,7 +62,7 @@ def pretrain_source(cfg: RunConfig, out: Path) -> TrainStats:
     paths = [f for s in train for f in s.frames]
     labels = torch.tensor([index[s.pid] for s in train for _ in s.frames])
     images = cached_decode(paths, cfg.image_height, cfg.image_width, root / "cache", "source")
-    model = ReidNet(cfg.arch, len(pids))
+    model = build_model(cfg.arch, None, len(pids), freeze_stem=False, bn_statistics="update")
     log(INFO, "Pretraining the %s stand-in for ImageNet on %d source images, %d identities, "
         "%d epochs (once; cached at %s)", cfg.arch, len(images), len(pids), cfg.source_epochs,
         out)
