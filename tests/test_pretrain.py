@@ -1,0 +1,39 @@
+"""The offline stand-in for ImageNet weights: reproducible, loadable like a torchvision file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dmnreid.config import RunConfig
+from dmnreid.reid.model import build_model, stem_digest
+from dmnreid.reid.pretrain import ensure_source_weights, pretrain_source
+
+TINY = RunConfig(image_height=32, image_width=16, source_ids=6, source_epochs=1,
+                 synthetic_cameras=3)
+
+
+def test_pretraining_is_reproducible_whatever_the_global_rng(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DMNREID_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(1)
+    pretrain_source(TINY, tmp_path / "a.pt")
+    torch.manual_seed(2)
+    torch.rand(100)
+    pretrain_source(TINY, tmp_path / "b.pt")
+    a = torch.load(tmp_path / "a.pt", weights_only=True)
+    b = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert "conv1.weight" in a and not any(k.startswith(("fc.", "head.")) for k in a)
+    model = build_model("resnet18", tmp_path / "a.pt")
+    assert stem_digest(model) != stem_digest(build_model("resnet18", None))
+
+
+def test_weights_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DMNREID_CACHE", str(tmp_path / "cache"))
+    path = ensure_source_weights(TINY)
+    stamp = path.stat().st_mtime_ns
+    assert ensure_source_weights(TINY) == path and path.stat().st_mtime_ns == stamp
+    assert path.with_suffix(".json").is_file()
