@@ -62,7 +62,8 @@ def run(cfg: RunConfig) -> dict:
     classes, num_classes = None, 0
     if cfg.incremental_labels == "clusters":
         banks = {c: memory_bank(nodes[c], cfg, weights, state) for c in cameras}
-        result, rounds = cluster_distributed(banks, cfg.alpha, reach=cfg.flood_reach)
+        result, rounds = cluster_distributed(banks, cfg.alpha, reach=cfg.flood_reach,
+                                             max_distance=cfg.max_distance)
         truth = ground_truth(partitions, result.ids)
         scores = cluster_scores(result.cluster_of, truth)
         mutual = cluster_scores(graph_clusters(_as_pairs(result.mutual_edges), result.ids.total),

@@ -157,8 +157,9 @@ def top1(msg: Message, context: Context) -> Message:
     arrays, ids = _payload(msg)
     directory, camera = _camera(msg, context)
     bank = load_memory_bank(directory, str(_config(msg)["run-key"]))
+    limit = float(_config(msg).get("max-distance", 0.0))
     edges = node_top1(camera, bank, arrays["features"], arrays["cameras"], arrays["labels"],
-                      ids)
+                      ids, limit or None)
     return _pairs_reply(msg, edges)
 
 

@@ -58,6 +58,7 @@ class RunConfig:
     seed: int = 0
     # distributed clustering, incremental walk, unification
     alpha: int = 1
+    top1_max_distance: float = 0.0
     flood_reach: str = "edges"
     incremental_hops: int = 18
     incremental_head: str = "reinit"
@@ -91,6 +92,11 @@ class RunConfig:
         config.validate()
         return config
 
+    @property
+    def max_distance(self) -> float | None:
+        """``top1-max-distance`` as the clustering functions take it (0 = no limit)."""
+        return self.top1_max_distance or None
+
     def to_mapping(self) -> dict[str, Any]:
         return {self.key(k): v for k, v in asdict(self).items()}
 
@@ -105,8 +111,8 @@ class RunConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.key(name)} must be >= 1, got {getattr(self, name)}")
-        if self.alpha < 0 or self.incremental_hops < 0:
-            raise ConfigError("alpha and incremental-hops must be >= 0")
+        if self.alpha < 0 or self.incremental_hops < 0 or self.top1_max_distance < 0:
+            raise ConfigError("alpha, incremental-hops and top1-max-distance must be >= 0")
         if self.batch_size < 2:
             raise ConfigError("batch-size must be >= 2 (BatchNorm needs two images)")
         if self.dataset != "synthetic" and not self.data_root:

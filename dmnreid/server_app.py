@@ -229,7 +229,8 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
         if cfg.incremental_labels == "clusters":
             sizes = {n["camera"]: n["tracklets"] for n in read_partition(partitions)["nodes"]}
             classes = cluster_phase(grid, nodes, sizes, state, session.base_config, cfg.alpha,
-                                    cfg.flood_reach, cfg.node_timeout, run, partitions)
+                                    cfg.flood_reach, cfg.node_timeout, run, partitions,
+                                    cfg.top1_max_distance)
         num_classes = (max(int(c.max()) for c in classes.values()) + 1) if classes else 0
         session.base_config["num-classes"] = num_classes
         inc_order = hop_order(len(nodes), cfg.incremental_hops, cfg.walk_order, cfg.seed + 1)

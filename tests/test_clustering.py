@@ -148,6 +148,20 @@ def test_reference_and_protocol_match_brute_force(banks, alpha):
         assert all(r.messages == len(banks) for r in rounds)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(banks=integer_banks(), alpha=st.integers(0, 2), limit=st.integers(0, 40))
+def test_distance_limit_matches_and_only_removes_far_pairs(banks, alpha, limit):
+    ref = cluster_centralised(banks, alpha, max_distance=float(limit))
+    assert_same(ref, cluster_distributed(banks, alpha, max_distance=float(limit))[0])
+    unlimited = cluster_centralised(banks, 0)
+    assert edge_set(ref.mutual_edges) <= edge_set(unlimited.mutual_edges)
+    x = np.concatenate([banks[c] for c in sorted(banks)]).astype(np.float64)
+    for a, b in ref.mutual_edges:
+        assert ((x[a] - x[b]) ** 2).sum() <= limit + 1e-9
+    for a, b in edge_set(unlimited.mutual_edges) - edge_set(ref.mutual_edges):
+        assert ((x[a] - x[b]) ** 2).sum() > limit - 1e-9
+
+
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("alpha", [0, 1, 2])
 def test_protocol_matches_reference_on_gaussian_identities(seed, alpha):

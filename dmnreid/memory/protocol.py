@@ -211,7 +211,8 @@ class RoundStats:
 
 
 def node_top1(camera: int, bank: np.ndarray, others_features: np.ndarray,
-              others_cameras: np.ndarray, others_labels: np.ndarray, ids: GlobalIds) -> Pairs:
+              others_cameras: np.ndarray, others_labels: np.ndarray, ids: GlobalIds,
+              max_distance: float | None = None) -> Pairs:
     """Mutual top-1 edges of the camera pairs (camera, c), c > camera, from one distance block.
 
     Returns owner = gid in ``camera``, member = gid in c; at most one edge per (memory, camera).
@@ -235,6 +236,8 @@ def node_top1(camera: int, bank: np.ndarray, others_features: np.ndarray,
         nearest_in_c = np.argmin(block, axis=1)   # ties -> lowest label
         nearest_in_m = np.argmin(block, axis=0)
         mutual = np.flatnonzero(nearest_in_m[nearest_in_c] == rows)
+        if max_distance is not None:  # the same test as cluster_centralised's
+            mutual = mutual[block[mutual, nearest_in_c[mutual]] <= max_distance]
         src.append(lo + mutual)
         dst.append(ids.range(int(cam))[0] + nearest_in_c[mutual])
         start += count
@@ -431,11 +434,13 @@ def labels_from_flood(replies: Mapping[int, FloodReply], ids: GlobalIds) -> np.n
 
 
 def cluster_distributed(banks: Banks, alpha: int, *, reach: str = "edges",
-                        max_flood_rounds: int | None = None
+                        max_flood_rounds: int | None = None,
+                        max_distance: float | None = None
                         ) -> tuple[ClusterResult, list[RoundStats]]:
     """Run the whole protocol in-process: the server's relaying plus every node's function.
 
-    ``reach``: which sets the server relays in the flood rounds (see ``route_flood``).
+    ``reach``: which sets the server relays in the flood rounds (see ``route_flood``);
+    ``max_distance``: the nodes' limit on mutual top-1 pairs (see ``cluster_centralised``).
     """
     ids, feats = validate_banks(banks)
     alpha = check_alpha(alpha)
@@ -452,7 +457,7 @@ def cluster_distributed(banks: Banks, alpha: int, *, reach: str = "edges",
 
     t0 = time.perf_counter()
     top1 = run_round("top1", route_top1(feats, ids), lambda c, p: node_top1(
-        c, feats[c], p.features, p.cameras, p.labels, ids))
+        c, feats[c], p.features, p.cameras, p.labels, ids, max_distance))
     step1 = check_top1_replies(top1, ids)
     _add_server_time(stats, t0)
 

@@ -219,8 +219,14 @@ def pair_distances(a64: np.ndarray, b64: np.ndarray, na: np.ndarray, nb: np.ndar
     return (na[:, None] + nb[None, :]) - 2.0 * (a64 @ b64.T)
 
 
-def cluster_centralised(banks: Banks, alpha: int) -> ClusterResult:
-    """Mutual top-1 -> triangle filter -> connected components, all on one machine."""
+def cluster_centralised(banks: Banks, alpha: int,
+                        max_distance: float | None = None) -> ClusterResult:
+    """Mutual top-1 -> triangle filter -> connected components, all on one machine.
+
+    ``max_distance`` (squared L2; None = no limit) drops mutual top-1 pairs that are farther
+    apart: two memories that are each other's nearest can still be far apart when a person
+    has no true match in the other camera.
+    """
     ids, feats = validate_banks(banks)
     alpha = check_alpha(alpha)
     total = ids.total
@@ -232,6 +238,8 @@ def cluster_centralised(banks: Banks, alpha: int) -> ClusterResult:
     dist = pair_distances(x, x, norms, norms)
     nearest = _nearest_per_camera(dist, ids)
     mutual = _mutual_edges(nearest, ids)
+    if max_distance is not None:
+        mutual = mutual[dist[mutual[:, 0], mutual[:, 1]] <= max_distance]
     kept = mutual[_common_neighbour_counts(mutual, total) >= alpha]
     return ClusterResult.build(ids, _component_minima(kept, total), mutual, kept)
 

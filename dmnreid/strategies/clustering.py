@@ -149,7 +149,8 @@ def ground_truth(partitions: Path, ids: GlobalIds) -> np.ndarray | None:
 
 
 def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[int, int],
-                           state: State, config: dict, alpha: int, reach: str, timeout: float
+                           state: State, config: dict, alpha: int, reach: str, timeout: float,
+                           max_distance: float = 0.0
                            ) -> tuple[GlobalIds, np.ndarray, Pairs, Pairs, list[RoundStats]]:
     """Run every round; return ids, cluster id per gid, step-1 edges, kept edges, round stats."""
     stats: list[RoundStats] = []
@@ -160,8 +161,8 @@ def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[
 
     top1 = {c: p for c, p in route_top1(banks, ids).items() if len(p.labels)}
     replies = _send_round(grid, nodes, "top1", "query.top1",
-                          {c: with_ids(p.to_arrays()) for c, p in top1.items()}, config,
-                          timeout, stats)
+                          {c: with_ids(p.to_arrays()) for c, p in top1.items()},
+                          {**config, "max-distance": max_distance}, timeout, stats)
     edges = {c: _pairs(replies[c], c) if c in replies else Pairs.empty()
              for c in ids.cameras.tolist()}
     step1 = check_top1_replies(edges, ids)
@@ -192,7 +193,8 @@ def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[
 
 def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, int],
                   state: State, config: dict, alpha: int, reach: str, timeout: float,
-                  run: RunDir, partitions: Path) -> dict[int, np.ndarray]:
+                  run: RunDir, partitions: Path, max_distance: float = 0.0
+                  ) -> dict[int, np.ndarray]:
     """Global class (0..K-1) per local tracklet of every camera; saved and reused on resume."""
     saved = run.path / "clusters.npz"
     if saved.is_file():
@@ -201,10 +203,11 @@ def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, 
         return ids.split(data["classes"])
     by_camera = {camera: node for node, camera in nodes}
     ids, cluster_of, step1, kept, stats = distributed_clustering(
-        grid, by_camera, sizes, state, config, alpha, reach, timeout)
+        grid, by_camera, sizes, state, config, alpha, reach, timeout, max_distance)
     _, classes = np.unique(cluster_of, return_inverse=True)
     summary = {
-        "alpha": alpha, "reach": reach, "rounds": len(stats), "memories": ids.total,
+        "alpha": alpha, "reach": reach, "max_distance": max_distance, "rounds": len(stats),
+        "memories": ids.total,
         "edges_mutual": len(step1), "edges_kept": len(kept) // 2,
         "clusters": int(classes.max()) + 1 if ids.total else 0,
         "messages": sum(s.messages for s in stats),
