@@ -59,41 +59,50 @@ def run(cfg: RunConfig) -> dict:
     out["walk"] = score(state)
     if cfg.incremental_hops == 0:
         return out
-    classes, num_classes = None, 0
-    if cfg.incremental_labels == "clusters":
-        banks = {c: memory_bank(nodes[c], cfg, weights, state) for c in cameras}
-        result, rounds = cluster_distributed(banks, cfg.alpha, reach=cfg.flood_reach,
-                                             max_distance=cfg.max_distance)
-        truth = ground_truth(partitions, result.ids)
-        scores = cluster_scores(result.cluster_of, truth)
-        mutual = cluster_scores(graph_clusters(_as_pairs(result.mutual_edges), result.ids.total),
-                                truth)
-        out["clustering"] = {
-            "edges_mutual": result.edges_mutual, "edges_kept": result.edges_kept,
-            "clusters": result.clusters, "true_ids": scores["true_ids"],
-            "rounds": len(rounds), **{k: round(scores[k], 3)
-                                      for k in ("precision", "recall", "fscore", "nmi")},
-            "mutual_top1_precision": round(mutual["precision"], 3),
-            "mutual_top1_recall": round(mutual["recall"], 3)}
-        _, flat = np.unique(result.cluster_of, return_inverse=True)
-        classes, num_classes = result.ids.split(flat.astype(np.int64)), int(flat.max()) + 1
     head, copies = None, {}
     order = hop_order(len(cameras), cfg.incremental_hops, cfg.walk_order, cfg.seed + 1)
-    for hop, i in enumerate(order):
-        camera = cameras[i]
-        targets = None
-        if classes is not None:
-            targets = Targets(classes[camera], num_classes,
-                              head if cfg.incremental_head == "travel" else None)
-        hop_result = walk_hop(nodes[camera], cfg, weights, state, hop, targets)
-        state, head = hop_result.state, hop_result.head
-        copies[camera] = state
+    every = cfg.recluster_every or len(order)
+    for first in range(0, len(order), every):
+        classes, num_classes = None, 0
+        if cfg.incremental_labels == "clusters":
+            classes, num_classes, out[f"clustering{'-' + str(first) if first else ''}"] = \
+                cluster(cfg, nodes, cameras, weights, state, partitions)
+            head = None
+        for hop in range(first, min(first + every, len(order))):
+            camera = cameras[order[hop]]
+            targets = None
+            if classes is not None:
+                targets = Targets(classes[camera], num_classes,
+                                  head if cfg.incremental_head == "travel" else None)
+            hop_result = walk_hop(nodes[camera], cfg, weights, state, hop, targets)
+            state, head = hop_result.state, hop_result.head
+            copies[camera] = state
     out["incremental"] = score(state)
     visited = sorted(copies)
     out["pick-one"] = score(copies[pick_one(visited, cfg.seed)])
     out["average"] = score(average_states([copies[c] for c in visited]))
     out["seconds"] = round(time.perf_counter() - start, 1)
     return out
+
+
+def cluster(cfg: RunConfig, nodes: dict, cameras: list[int], weights, state,
+            partitions: Path) -> tuple[dict[int, np.ndarray], int, dict]:
+    """Memory banks on every node, the distributed protocol, and its diagnostics."""
+    banks = {c: memory_bank(nodes[c], cfg, weights, state) for c in cameras}
+    result, rounds = cluster_distributed(banks, cfg.alpha, reach=cfg.flood_reach,
+                                         max_distance=cfg.max_distance)
+    truth = ground_truth(partitions, result.ids)
+    scores = cluster_scores(result.cluster_of, truth)
+    mutual = cluster_scores(graph_clusters(_as_pairs(result.mutual_edges), result.ids.total),
+                            truth)
+    summary = {
+        "edges_mutual": result.edges_mutual, "edges_kept": result.edges_kept,
+        "clusters": result.clusters, "true_ids": scores["true_ids"], "rounds": len(rounds),
+        **{k: round(scores[k], 3) for k in ("precision", "recall", "fscore", "nmi")},
+        "mutual_top1_precision": round(mutual["precision"], 3),
+        "mutual_top1_recall": round(mutual["recall"], 3)}
+    _, flat = np.unique(result.cluster_of, return_inverse=True)
+    return result.ids.split(flat.astype(np.int64)), int(flat.max()) + 1, summary
 
 
 def _as_pairs(edges: np.ndarray) -> Pairs:

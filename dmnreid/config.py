@@ -61,6 +61,7 @@ class RunConfig:
     top1_max_distance: float = 0.0
     flood_reach: str = "edges"
     incremental_hops: int = 18
+    recluster_every: int = 0
     incremental_head: str = "reinit"
     incremental_labels: str = "clusters"
     unify: str = "pick-one"
@@ -111,8 +112,10 @@ class RunConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.key(name)} must be >= 1, got {getattr(self, name)}")
-        if self.alpha < 0 or self.incremental_hops < 0 or self.top1_max_distance < 0:
-            raise ConfigError("alpha, incremental-hops and top1-max-distance must be >= 0")
+        if min(self.alpha, self.incremental_hops, self.top1_max_distance,
+               self.recluster_every) < 0:
+            raise ConfigError("alpha, incremental-hops, top1-max-distance and recluster-every "
+                              "must be >= 0")
         if self.batch_size < 2:
             raise ConfigError("batch-size must be >= 2 (BatchNorm needs two images)")
         if self.dataset != "synthetic" and not self.data_root:

@@ -136,8 +136,10 @@ class Session:
 
 
 def walk_phase(session: Session, phase: str, state: State, order: list[int], start: int,
-               offset: int, payload=None, head: State | None = None) -> tuple[State, State | None]:
-    """Run one walk (the first, or the incremental one) with records, checkpoints and evals."""
+               offset: int, payload=None, head: State | None = None,
+               stop: int | None = None) -> tuple[State, State | None]:
+    """Run hops ``start..stop-1`` of a walk (the first, or the incremental one) with records,
+    checkpoints and evaluations."""
     cfg, run = session.cfg, session.run
     server_stem = stem_digest(session.model)
 
@@ -157,8 +159,8 @@ def walk_phase(session: Session, phase: str, state: State, order: list[int], sta
             "evaluations": len(run.read_lines("evaluations.jsonl"))}, new_head)
 
     config = {**session.base_config, "phase": phase}
-    return walk(session.grid, session.nodes, state, order, start, config, cfg.node_timeout,
-                after_hop, payload, head)
+    return walk(session.grid, session.nodes, state, order[:stop], start, config,
+                cfg.node_timeout, after_hop, payload, head)
 
 
 def incremental_payload(session: Session, classes: dict[int, np.ndarray] | None):
@@ -225,18 +227,26 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
         session.save_metrics()
 
     if cfg.incremental_hops > 0:
-        classes = None
-        if cfg.incremental_labels == "clusters":
-            sizes = {n["camera"]: n["tracklets"] for n in read_partition(partitions)["nodes"]}
-            classes = cluster_phase(grid, nodes, sizes, state, session.base_config, cfg.alpha,
-                                    cfg.flood_reach, cfg.node_timeout, run, partitions,
-                                    cfg.top1_max_distance)
-        num_classes = (max(int(c.max()) for c in classes.values()) + 1) if classes else 0
-        session.base_config["num-classes"] = num_classes
         inc_order = hop_order(len(nodes), cfg.incremental_hops, cfg.walk_order, cfg.seed + 1)
         start = info["hop"] + 1 if info.get("phase") == "incremental" else 0
-        state, head = walk_phase(session, "incremental", state, inc_order, start, len(order),
-                                 incremental_payload(session, classes), head)
+        sizes = {n["camera"]: n["tracklets"] for n in read_partition(partitions)["nodes"]}
+        every = cfg.recluster_every or len(inc_order)
+        for first in range(0, len(inc_order), every):
+            stop = min(first + every, len(inc_order))
+            if stop <= start:
+                continue
+            classes = None
+            if cfg.incremental_labels == "clusters":
+                classes = cluster_phase(grid, nodes, sizes, state, session.base_config,
+                                        cfg.alpha, cfg.flood_reach, cfg.node_timeout, run,
+                                        partitions, cfg.top1_max_distance,
+                                        tag=f"-{first}" if first else "")
+                head = head if start > first else None  # a new clustering, a new head
+            num_classes = (max(int(c.max()) for c in classes.values()) + 1) if classes else 0
+            session.base_config["num-classes"] = num_classes
+            state, head = walk_phase(session, "incremental", state, inc_order,
+                                     max(start, first), len(order),
+                                     incremental_payload(session, classes), head, stop)
         hops = len(order) + len(inc_order)
         if "incremental" not in session.metrics:
             session.metrics["incremental"] = session.evaluate(state, "incremental", hops)

@@ -193,10 +193,13 @@ def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[
 
 def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, int],
                   state: State, config: dict, alpha: int, reach: str, timeout: float,
-                  run: RunDir, partitions: Path, max_distance: float = 0.0
+                  run: RunDir, partitions: Path, max_distance: float = 0.0, tag: str = ""
                   ) -> dict[int, np.ndarray]:
-    """Global class (0..K-1) per local tracklet of every camera; saved and reused on resume."""
-    saved = run.path / "clusters.npz"
+    """Global class (0..K-1) per local tracklet of every camera; saved and reused on resume.
+
+    ``tag`` tells apart the clusterings of one run when it re-clusters during the walk.
+    """
+    saved = run.path / f"clusters{tag}.npz"
     if saved.is_file():
         data = np.load(saved)
         ids = GlobalIds.from_arrays(data)
@@ -221,7 +224,7 @@ def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, 
             "triangle": cluster_scores(cluster_of, truth),
             "mutual_top1": cluster_scores(graph_clusters(step1, ids.total), truth),
         }
-    run.write_json("clustering.json", summary)
+    run.write_json(f"clustering{tag}.json", summary)
     np.savez(saved, classes=classes.astype(np.int64), cluster_of=cluster_of, **ids.to_arrays())
     log(INFO, "Clustering: %d memories, %d mutual top-1 edges, %d kept (alpha %d), %d clusters, "
         "%d rounds, %.2f MB, %.1f s", ids.total, summary["edges_mutual"],
