@@ -19,6 +19,7 @@ CHOICES = {
     "incremental_labels": ("clusters", "local"),
     "unify": ("pick-one", "average"),
     "flood_reach": ("edges", "sets"),
+    "memory_features": ("plain", "centred"),
 }
 
 
@@ -58,6 +59,7 @@ class RunConfig:
     seed: int = 0
     # distributed clustering, incremental walk, unification
     alpha: int = 1
+    memory_features: str = "plain"
     top1_max_distance: float = 0.0
     flood_reach: str = "edges"
     incremental_hops: int = 18

@@ -118,13 +118,20 @@ def memory_bank(directory: Path, cfg: RunConfig, weights: Path | None,
     frames of a tracklet are summed as in eq. 4, and the sum is L2-normalised again: tracklets
     hold 4 to several hundred frames, and without the second normalisation a sum's length
     (set by the frame count) would dominate the L2 distances of mutual top-1.
+
+    ``memory-features = "centred"`` also subtracts the mean of the camera's own memories before
+    the second normalisation: a camera's style shifts all its features alike, and the node can
+    remove that shift from its own data alone.
     """
     data = load_node(directory)
     images, labels = training_images(data, cfg)
     frames = torch.from_numpy(extract_features(_model(cfg, weights, 1, state), images))
     bank = torch.zeros((data.num_classes, frames.shape[1]), dtype=torch.float64)
     bank.index_add_(0, labels, frames.double())
-    return torch.nn.functional.normalize(bank, dim=1).float().numpy()
+    bank = torch.nn.functional.normalize(bank, dim=1)
+    if cfg.memory_features == "centred":
+        bank = torch.nn.functional.normalize(bank - bank.mean(0, keepdim=True), dim=1)
+    return bank.float().numpy()
 
 
 def run_state_dir(directory: Path, run_key: str) -> Path:

@@ -50,6 +50,16 @@ def test_memory_bank_is_the_normalised_sum_of_frame_features(node_dir: Path):
         assert np.allclose(bank[label], total / np.linalg.norm(total), atol=1e-5)
 
 
+def test_centred_memories_remove_the_camera_mean(node_dir: Path):
+    state = walking_state(build_model(CFG.arch, None))
+    plain = memory_bank(node_dir, CFG, None, state).astype(np.float64)
+    centred = memory_bank(node_dir, RunConfig(**{**CFG.__dict__, "memory_features": "centred"}),
+                          None, state)
+    expected = plain - plain.mean(0)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(centred, expected, atol=1e-5)
+
+
 def test_incremental_hop_uses_global_classes_and_travelling_head(node_dir: Path):
     data = load_node(node_dir)
     state = walking_state(build_model(CFG.arch, None))
