@@ -93,7 +93,7 @@ def cluster(cfg: RunConfig, nodes: dict, cameras: list[int], weights, state,
                                          max_distance=cfg.max_distance)
     truth = ground_truth(partitions, result.ids)
     scores = cluster_scores(result.cluster_of, truth)
-    mutual = cluster_scores(graph_clusters(_as_pairs(result.mutual_edges), result.ids.total),
+    mutual = cluster_scores(graph_clusters(Pairs(*result.mutual_edges.T), result.ids.total),
                             truth)
     summary = {
         "edges_mutual": result.edges_mutual, "edges_kept": result.edges_kept,
@@ -103,11 +103,6 @@ def cluster(cfg: RunConfig, nodes: dict, cameras: list[int], weights, state,
         "mutual_top1_recall": round(mutual["recall"], 3)}
     _, flat = np.unique(result.cluster_of, return_inverse=True)
     return result.ids.split(flat.astype(np.int64)), int(flat.max()) + 1, summary
-
-
-def _as_pairs(edges: np.ndarray) -> Pairs:
-    both = np.concatenate([edges, edges[:, ::-1]]) if len(edges) else edges.reshape(0, 2)
-    return Pairs(both[:, 0].astype(np.int64), both[:, 1].astype(np.int64))
 
 
 def main() -> None:

@@ -155,8 +155,8 @@ def walk_phase(session: Session, phase: str, state: State, order: list[int], sta
         if done % cfg.eval_every == 0 and done < len(order):
             session.evaluate(new_state, phase, offset + done)
         run.save_checkpoint(new_state, {
-            "phase": phase, "hop": hop.hop, "lines": len(run.read_lines("hops.jsonl")),
-            "evaluations": len(run.read_lines("evaluations.jsonl"))}, new_head)
+            "phase": phase, "hop": hop.hop, "lines": run.count_lines("hops.jsonl"),
+            "evaluations": run.count_lines("evaluations.jsonl")}, new_head)
 
     config = {**session.base_config, "phase": phase}
     return walk(session.grid, session.nodes, state, order[:stop], start, config,
