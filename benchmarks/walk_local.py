@@ -3,7 +3,8 @@
 Uses the very code a Flower run uses on the nodes (``dmnreid.node``: hops, memory banks), the
 distributed protocol's node functions and routing (``cluster_distributed``), the hop order,
 unification and evaluator, without the Flower transport, so several settings can be compared
-in minutes. Prints baseline, walk, clustering diagnostics, incremental and final CMC/mAP.
+in minutes. Prints the style transfer's camera gap (the grid goes to ./style_grid.png),
+baseline, walk, clustering diagnostics, incremental and final CMC/mAP.
 
     python benchmarks/walk_local.py --set pretrained-weights=none --set walk-hops=12
     python benchmarks/walk_local.py --compare alpha=0,1,2,3
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dmnreid.config import RunConfig
-from dmnreid.data_prep.partition import read_partition
+from dmnreid.data_prep.partition import load_node, read_partition
 from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import Pairs, cluster_distributed
 from dmnreid.node import Targets, memory_bank, walk_hop
@@ -29,7 +30,10 @@ from dmnreid.reid.model import build_model, load_walking_state, walking_state
 from dmnreid.server_app import pretrained_file
 from dmnreid.strategies.clustering import graph_clusters, ground_truth
 from dmnreid.strategies.random_walk import hop_order
+from dmnreid.strategies.style import mean_gaps, measure_gaps, test_images
 from dmnreid.strategies.unification import average_states, pick_one
+from dmnreid.style.networks import ResnetGenerator
+from dmnreid.style.node_transfer import generator_state, transfer_style
 
 
 def parse_value(text: str) -> object:
@@ -52,8 +56,9 @@ def run(cfg: RunConfig) -> dict:
         return {k: round(v, 1) for k, v in evaluator.evaluate(model).items()}
 
     state = walking_state(model, cfg.freeze_stem)
-    out: dict = {"baseline": score(state)}
     start = time.perf_counter()
+    out: dict = {"style": style(cfg, nodes, partitions, model)} if cfg.style_transfer else {}
+    out["baseline"] = score(state)
     for hop, i in enumerate(hop_order(len(cameras), cfg.walk_hops, cfg.walk_order, cfg.seed)):
         state = walk_hop(nodes[cameras[i]], cfg, weights, state, hop).state
     out["walk"] = score(state)
@@ -83,6 +88,24 @@ def run(cfg: RunConfig) -> dict:
     out["average"] = score(average_states([copies[c] for c in visited]))
     out["seconds"] = round(time.perf_counter() - start, 1)
     return out
+
+
+def style(cfg: RunConfig, nodes: dict, partitions: Path, model) -> dict:
+    """Every non-target node's CycleGAN (reused when already trained) and the camera gap."""
+    data = {c: load_node(folder) for c, folder in nodes.items()}
+    target = next(iter(data.values())).target_camera
+    generators, seconds = {}, []
+    for camera, node in data.items():
+        metrics = transfer_style(node, cfg)
+        if not metrics["skipped"]:
+            seconds.append(metrics["train-seconds"])
+            generators[camera] = ResnetGenerator(cfg.style_generator_filters,
+                                                 cfg.style_generator_blocks)
+            generators[camera].load_state_dict(generator_state(node, cfg))
+    gaps = measure_gaps(generators, test_images(partitions, cfg), target, model, cfg,
+                        Path("style_grid.png"))
+    mean = {k: round(v, 3) for k, v in mean_gaps(gaps, generators).items() if v is not None}
+    return {**mean, "floor": gaps["floor"], "train_seconds": round(sum(seconds), 1)}
 
 
 def cluster(cfg: RunConfig, nodes: dict, cameras: list[int], weights, state,

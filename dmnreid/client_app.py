@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ from dmnreid.node import (
     save_model_copy,
     walk_hop,
 )
+from dmnreid.style.node_transfer import generator_state, transfer_style
 
 app = ClientApp(mods=[audit_mod])
 
@@ -57,6 +59,18 @@ def _config(msg: Message) -> ConfigRecord:
     if not isinstance(record, ConfigRecord):
         raise ValueError(f"{msg.metadata.message_type} message without a config record")
     return record
+
+
+def _run_config(msg: Message) -> RunConfig:
+    """The run's effective settings, as the server sends them with every message.
+
+    A resumed run is started with little more than ``resume-from``; its saved settings live
+    with the server, so a node must not use its own copy of the run config.
+    """
+    sent = _config(msg).get("run-config")
+    if not isinstance(sent, str):
+        raise ValueError(f"{msg.metadata.message_type} message without the run's settings")
+    return RunConfig.from_mapping(json.loads(sent))
 
 
 def _directory(msg: Message, context: Context) -> Path:
@@ -93,10 +107,28 @@ def info(msg: Message, context: Context) -> Message:
                         "images": data.num_images})
 
 
+@app.train("style")
+def style(msg: Message, context: Context) -> Message:
+    """Train this node's CycleGAN and translate its frames (paper 3.1), all on its own disk.
+
+    The reply holds only losses, counts and timings.
+    """
+    cfg = _run_config(msg)
+    return _reply(msg, transfer_style(load_node(_directory(msg, context)), cfg))
+
+
+@app.query("generator")
+def generator(msg: Message, context: Context) -> Message:
+    """The trained generator's weights, for the server's held-out check of the translation."""
+    cfg = _run_config(msg)
+    state = generator_state(load_node(_directory(msg, context)), cfg)
+    return _reply(msg, {"layers": len(state)}, **{WEIGHTS: state_record(state)})
+
+
 @app.train("walk")
 def walk(msg: Message, context: Context) -> Message:
     """A hop of the first walk (local labels) or of the incremental walk (global classes)."""
-    cfg = RunConfig.from_mapping(context.run_config)
+    cfg = _run_config(msg)
     config = _config(msg)
     directory = _directory(msg, context)
     incremental = str(config.get("phase", "walk")) == "incremental"
@@ -128,7 +160,7 @@ def memory(msg: Message, context: Context) -> Message:
 
     The node keeps it too: the next round needs its own bank, the server need not resend it.
     """
-    cfg = RunConfig.from_mapping(context.run_config)
+    cfg = _run_config(msg)
     directory = _directory(msg, context)
     bank = memory_bank(directory, cfg, _weights_file(msg), record_state(_arrays(msg, WEIGHTS)))
     save_memory_bank(directory, str(_config(msg)["run-key"]), bank)

@@ -20,6 +20,7 @@ CHOICES = {
     "unify": ("pick-one", "average"),
     "flood_reach": ("edges", "sets"),
     "memory_features": ("plain", "centred"),
+    "style_use": ("translated", "both"),
 }
 
 
@@ -47,6 +48,22 @@ class RunConfig:
     image_width: int = 32
     source_ids: int = 300
     source_epochs: int = 8
+    # style transfer (paper 3.1): a CycleGAN per node toward the target camera
+    style_transfer: bool = True
+    style_use: str = "both"
+    style_iterations: int = 1000
+    style_batch_size: int = 1
+    style_height: int = 64
+    style_width: int = 32
+    style_generator_filters: int = 16
+    style_generator_blocks: int = 3
+    style_discriminator_filters: int = 16
+    style_discriminator_layers: int = 2
+    style_lr_generator: float = 2e-4
+    style_lr_discriminator: float = 1e-4
+    style_cycle_weight: float = 10.0
+    style_identity_weight: float = 0.5
+    style_pool_size: int = 50
     # random walk
     walk_order: str = "random"
     walk_hops: int = 18
@@ -110,7 +127,9 @@ class RunConfig:
                                   f"{list(options)}")
         positive = ("walk_hops", "local_epochs", "batch_size", "image_height", "image_width",
                     "eval_every", "synthetic_cameras", "synthetic_train_ids",
-                    "synthetic_test_ids", "source_ids", "source_epochs")
+                    "synthetic_test_ids", "source_ids", "source_epochs", "style_iterations",
+                    "style_batch_size", "style_generator_filters", "style_generator_blocks",
+                    "style_discriminator_filters", "style_discriminator_layers")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.key(name)} must be >= 1, got {getattr(self, name)}")
@@ -118,6 +137,17 @@ class RunConfig:
                self.recluster_every) < 0:
             raise ConfigError("alpha, incremental-hops, top1-max-distance and recluster-every "
                               "must be >= 0")
+        if min(self.style_lr_generator, self.style_lr_discriminator, self.style_cycle_weight,
+               self.style_identity_weight, self.style_pool_size) < 0:
+            raise ConfigError("style learning rates, loss weights and pool size must be >= 0")
+        smallest = 3 * 2 ** self.style_discriminator_layers  # a non-empty PatchGAN output
+        for name in ("style_height", "style_width"):
+            size = getattr(self, name)
+            if size % 4 or size < smallest:
+                raise ConfigError(
+                    f"{self.key(name)} = {size}: the CycleGAN needs a multiple of 4 (two "
+                    f"downsamplings) and, with style-discriminator-layers = "
+                    f"{self.style_discriminator_layers}, at least {smallest}")
         if self.batch_size < 2:
             raise ConfigError("batch-size must be >= 2 (BatchNorm needs two images)")
         if self.dataset != "synthetic" and not self.data_root:

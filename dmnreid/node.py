@@ -26,6 +26,7 @@ from dmnreid.reid.model import (
     walking_state,
 )
 from dmnreid.reid.train import TrainConfig, TrainStats, extract_features, train_local
+from dmnreid.style.node_transfer import needs_style, translated_frames
 
 
 def node_dir(node_config: Mapping[str, object], partition_dir: str) -> Path | None:
@@ -68,11 +69,22 @@ class Targets:
 
 
 def training_images(data: NodeData, cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """All frames of the node's tracklets (decoded, cached on disk) with their local labels."""
+    """All frames of the node's tracklets (decoded, cached on disk) with their local labels.
+
+    With style transfer on, a non-target node trains on its frames translated to the target
+    camera's style (``style-use = "translated"``), or on originals and translations together
+    (``"both"``); the memory bank is built from the same frames.
+    """
     paths = [p for frames in data.frames for p in frames]
     labels = torch.tensor([lab for lab, frames in zip(data.labels, data.frames, strict=True)
                            for _ in frames], dtype=torch.long)
+    if needs_style(data, cfg):
+        translated = translated_frames(data, cfg)
+        if cfg.style_use == "translated":
+            return translated, labels
     images = cached_decode(paths, cfg.image_height, cfg.image_width, data.root / "cache", "train")
+    if needs_style(data, cfg):
+        return torch.cat([images, translated]), torch.cat([labels, labels])
     return images, labels
 
 

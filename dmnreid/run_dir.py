@@ -1,6 +1,8 @@
 """One folder per run holding everything it produced, written so a crash loses no finished work.
 
     config.json          the resolved run configuration
+    style.json           style transfer: per-camera losses, timings, camera gap before/after
+    style_grid.png       test images of each camera, original above translated
     hops.jsonl           one line per random-walk hop
     evaluations.jsonl    one line per evaluation (stage, hop, rank1/5/10, mAP)
     metrics.json/.csv    the headline results (baseline, final, ...)
@@ -47,9 +49,12 @@ class RunDir:
 
     @classmethod
     def resume(cls, path: Path) -> RunDir:
-        if not (path / CHECKPOINT).is_file():
-            raise FileNotFoundError(f"resume-from {path}: no {CHECKPOINT} there to resume from")
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"resume-from {path}: not a run directory (no config.json)")
         return cls(path)
+
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT).is_file()
 
     def write_json(self, name: str, data: object) -> None:
         _atomic_write(self.path / name, json.dumps(data, indent=2, default=str).encode())

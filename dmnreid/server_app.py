@@ -1,12 +1,14 @@
 """ServerApp: runs the phases in order and writes the run directory.
 
-Phases: set-up (data, weights, nodes), direct-transfer baseline, random walk, distributed
-clustering, incremental random walk, unification, final evaluation. Each hop is checkpointed;
-``resume-from`` continues a run from its last finished hop.
+Phases: set-up (data, weights, nodes), style transfer, direct-transfer baseline, random walk,
+distributed clustering, incremental random walk, unification, final evaluation. Each hop is
+checkpointed; ``resume-from`` continues a run from its last finished hop (an interrupted style
+transfer continues from each node's own checkpoint).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
@@ -47,6 +49,7 @@ from dmnreid.reid.pretrain import ensure_source_weights
 from dmnreid.run_dir import RunDir
 from dmnreid.strategies.clustering import cluster_phase
 from dmnreid.strategies.random_walk import Hop, State, hop_order, walk
+from dmnreid.strategies.style import style_phase
 from dmnreid.strategies.unification import average_states, pick_one
 
 app = ServerApp()
@@ -205,11 +208,14 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
         model=build_model(cfg.arch, weights, 1, cfg.freeze_stem),
         evaluator=Evaluator(partitions, cfg.image_height, cfg.image_width),
         base_config={"partition-dir": str(partitions), "run-key": run.path.name,
+                     "run-config": json.dumps(cfg.to_mapping()),
                      "weights-file": str(weights) if weights else ""},
         metrics=run.read_json("metrics.json"),
     )
+    if cfg.style_transfer:  # stage 1: before any evaluation uses the model's state
+        style_phase(grid, nodes, cfg, session.base_config, run, partitions, session.model)
     state, head, info = walking_state(session.model, cfg.freeze_stem), None, {}
-    if cfg.resume_from:
+    if cfg.resume_from and run.has_checkpoint():
         state, info, head = run.load_checkpoint()
         run.truncate_lines("hops.jsonl", int(info["lines"]))
         run.truncate_lines("evaluations.jsonl", int(info["evaluations"]))

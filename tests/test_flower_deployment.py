@@ -21,7 +21,9 @@ RUN = {
     "image-height": 32, "image-width": 16, "pretrained-weights": "none",
     "bn-statistics": "update", "walk-hops": 3,
     "local-epochs": 1, "batch-size": 8, "eval-every": 3, "seed": 5, "node-timeout": 120.0,
-    "incremental-hops": 0,
+    "incremental-hops": 0, "style-iterations": 6, "style-height": 32, "style-width": 16,
+    "style-batch-size": 2, "style-generator-filters": 8, "style-generator-blocks": 1,
+    "style-discriminator-filters": 8,
 }
 
 
@@ -45,4 +47,7 @@ def test_walk_over_real_supernodes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert len(hops) == 3 and {h["camera"] for h in hops} <= {1, 2, 3}
     assert set(json.loads((run_dir / "metrics.json").read_text())) == {
         "baseline", "walk", "final"}
+    style = json.loads((run_dir / "style.json").read_text())  # trained on the nodes' own disks
+    assert set(style["per_camera"]) == {"2", "3"}
+    assert all(c["iterations"] == 6 for c in style["per_camera"].values())
     assert all(proc.poll() is not None for proc in link.supernodes)  # stopped by PID

@@ -18,6 +18,7 @@ import torch
 from dmnreid.data_prep.partition import read_partition
 from dmnreid.reid.model import build_model, stem_digest, walking_state
 from dmnreid.strategies.random_walk import hop_order
+from dmnreid.style.networks import ResnetGenerator
 from tests.flower_harness import FlowerLink
 
 CAMERAS = 3
@@ -27,6 +28,8 @@ TINY = {
     "bn-statistics": "update", "walk-hops": 4,
     "local-epochs": 1, "batch-size": 8, "eval-every": 2, "seed": 3,
     "incremental-hops": 2, "alpha": 0, "unify": "average", "recluster-every": 1,
+    "style-height": 32, "style-width": 16, "style-iterations": 8, "style-batch-size": 2,
+    "style-generator-filters": 8, "style-generator-blocks": 1, "style-discriminator-filters": 8,
 }
 WALK, INCREMENTAL = TINY["walk-hops"], TINY["incremental-hops"]
 HOP_KEYS = {"phase", "hop", "node", "camera", "loss", "accuracy", "images", "seconds",
@@ -130,12 +133,12 @@ def _forbidden(value: object) -> bool:
         ext in text for ext in (".jpg", ".jpeg", ".png", ".pt"))
 
 
-def _check_arrays(name: str, entries: dict, walking: dict) -> None:
-    """Walking weights, 512-d float32 feature vectors, or int64 ids/edges: nothing else."""
+def _check_arrays(name: str, entries: dict, weights: dict) -> None:
+    """Model weights, 512-d float32 feature vectors, or int64 ids/edges: nothing else."""
     if name == "weights":
-        assert set(entries) == set(walking)
+        assert set(entries) == set(weights)
         for key, array in entries.items():
-            assert array["shape"] == list(walking[key].shape)
+            assert array["shape"] == list(weights[key].shape)
         return
     assert name in ("memory", "payload"), name
     for key, array in entries.items():
@@ -153,14 +156,21 @@ def test_privacy_nodes_send_only_weights_features_ids_and_scalars(tiny_run):
     weights and feature vectors, no paths, no images."""
     entries = [e for f in sorted(tiny_run["audit"].glob("*.jsonl")) for e in read_lines(f)]
     types = {e["message_type"] for e in entries}
-    assert types == {"query.info", "train.walk", "query.memory", "query.top1",
-                     "query.triangle", "query.flood", "query.weights"}
+    assert types == {"query.info", "train.style", "query.generator", "train.walk",
+                     "query.memory", "query.top1", "query.triangle", "query.flood",
+                     "query.weights"}
     assert sum(e["message_type"] == "train.walk" for e in entries) == WALK + INCREMENTAL
+    assert sum(e["message_type"] == "train.style" for e in entries) == CAMERAS - 1
     walking = walking_state(build_model("resnet18", None, 1))
+    generator = ResnetGenerator(TINY["style-generator-filters"],
+                                TINY["style-generator-blocks"]).state_dict()
     for entry in entries:
+        if entry["message_type"] == "train.style":  # losses, counts and timings only
+            assert set(entry["records"]) == {"metrics"}
+        weights = generator if entry["message_type"] == "query.generator" else walking
         for name, record in entry["records"].items():
             if record["kind"] == "array":
-                _check_arrays(name, record["entries"], walking)
+                _check_arrays(name, record["entries"], weights)
             else:
                 for key, value in record["entries"].items():
                     assert value["type"] in ("int", "float"), (key, value)
@@ -197,6 +207,45 @@ def test_resume_continues_from_the_last_checkpoint(link: FlowerLink, tmp_path: P
         "baseline", "walk", "final"}
 
 
+def test_style_phase_record(tiny_run):
+    summary = json.loads((tiny_run["dir"] / "style.json").read_text())
+    assert summary["target_camera"] == 1
+    assert set(summary["per_camera"]) == {str(c) for c in range(2, CAMERAS + 1)}
+    for camera in summary["per_camera"].values():
+        assert camera["iterations"] == TINY["style-iterations"] and camera["skipped"] == 0
+        assert camera["seconds-per-batch"] > 0 and camera["translate-seconds-per-image"] > 0
+        assert min(camera[f"{k}_{w}"] for k in ("colour", "feature")
+                   for w in ("before", "after")) >= 0
+    assert summary["seconds_per_batch"] > 0
+    assert (tiny_run["dir"] / "style_grid.png").stat().st_size > 0
+
+
+def test_an_interrupted_style_phase_resumes_on_the_nodes(link: FlowerLink, tmp_path: Path):
+    """Stopped while nodes train their CycleGANs; the resumed run's nodes continue from their
+    own checkpoints instead of starting again."""
+    config = {**TINY, "style-iterations": 300, "walk-hops": 2, "incremental-hops": 0,
+              "eval-every": 2, "output-dir": str(tmp_path), "run-name": "style-resume"}
+    partitions = Path(link.env["DMNREID_CACHE"], "partitions")
+    before = set(partitions.glob("*/camera-*/style/*/checkpoint.pt"))
+    run_id, _ = link.start_run(config, supernodes=CAMERAS, stream=False)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not (
+            set(partitions.glob("*/camera-*/style/*/checkpoint.pt")) - before):
+        time.sleep(0.2)
+    link.stop_run(run_id)
+    assert link.wait(run_id) != "finished:completed"
+    run_dir = next(tmp_path.glob("*-style-resume"))
+    assert not (run_dir / "style.json").exists()
+
+    resumed, log = link.start_run({"resume-from": str(run_dir)}, supernodes=CAMERAS)
+    assert link.wait(resumed) == "finished:completed", log[-3000:]
+    per_camera = json.loads((run_dir / "style.json").read_text())["per_camera"]
+    assert all(c["iterations"] == 300 for c in per_camera.values())
+    assert any(c["resumed-from"] > 0 for c in per_camera.values()), per_camera
+    assert set(json.loads((run_dir / "metrics.json").read_text())) == {
+        "baseline", "walk", "final"}
+
+
 def test_clustering_record(tiny_run):
     summary = json.loads((tiny_run["dir"] / "clustering.json").read_text())
     names = [r["name"] for r in summary["per_round"]]
@@ -217,7 +266,7 @@ def test_triangle_relation_beats_plain_mutual_top1_precision(link: FlowerLink, t
     clusters the distributed protocol finds at alpha 1 are purer than plain mutual top-1's."""
     config = {"synthetic-cameras": 4, "synthetic-train-ids": 40, "synthetic-test-ids": 10,
               "source-ids": 80, "source-epochs": 4, "walk-hops": 8, "local-epochs": 1,
-              "incremental-hops": 1, "eval-every": 8, "alpha": 1,
+              "incremental-hops": 1, "eval-every": 8, "alpha": 1, "style-transfer": False,
               "output-dir": str(tmp_path), "run-name": "triangle"}
     run_id, log = link.start_run(config, supernodes=4)
     assert link.wait(run_id) == "finished:completed", log[-3000:]

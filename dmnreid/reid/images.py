@@ -56,6 +56,15 @@ def cached_decode(paths: Sequence[Path | str], height: int, width: int, cache_di
     return images
 
 
+def resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize a uint8 (N, 3, h, w) batch (antialiased bilinear); a no-op at the same size."""
+    if tuple(images.shape[-2:]) == (height, width):
+        return images
+    resized = torch.nn.functional.interpolate(images.float(), size=(height, width),
+                                              mode="bilinear", antialias=True)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
 def normalise(batch: torch.Tensor) -> torch.Tensor:
     """uint8 (N,3,H,W) -> float, ImageNet-normalised."""
     x = batch.float().div_(255.0)

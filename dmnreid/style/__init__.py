@@ -1,0 +1,1 @@
+"""Per-camera style transfer (CycleGAN): nodes render their frames in the target camera's style."""
