@@ -30,10 +30,9 @@ from dmnreid.reid.model import build_model, load_walking_state, walking_state
 from dmnreid.server_app import pretrained_file
 from dmnreid.strategies.clustering import graph_clusters, ground_truth
 from dmnreid.strategies.random_walk import hop_order
-from dmnreid.strategies.style import mean_gaps, measure_gaps, test_images
+from dmnreid.strategies.style import held_out_images, mean_gaps, measure_gaps
 from dmnreid.strategies.unification import average_states, pick_one
-from dmnreid.style.networks import ResnetGenerator
-from dmnreid.style.node_transfer import generator_state, transfer_style
+from dmnreid.style.node_transfer import trained_generator, transfer_style
 
 
 def parse_value(text: str) -> object:
@@ -99,10 +98,8 @@ def style(cfg: RunConfig, nodes: dict, partitions: Path, model) -> dict:
         metrics = transfer_style(node, cfg)
         if not metrics["skipped"]:
             seconds.append(metrics["train-seconds"])
-            generators[camera] = ResnetGenerator(cfg.style_generator_filters,
-                                                 cfg.style_generator_blocks)
-            generators[camera].load_state_dict(generator_state(node, cfg))
-    gaps = measure_gaps(generators, test_images(partitions, cfg), target, model, cfg,
+            generators[camera] = trained_generator(node, cfg)
+    gaps = measure_gaps(generators, held_out_images(partitions, cfg), target, model, cfg,
                         Path("style_grid.png"))
     mean = {k: round(v, 3) for k, v in mean_gaps(gaps, generators).items() if v is not None}
     return {**mean, "floor": gaps["floor"], "train_seconds": round(sum(seconds), 1)}

@@ -49,7 +49,7 @@ from dmnreid.node import (
     save_model_copy,
     walk_hop,
 )
-from dmnreid.style.node_transfer import generator_state, transfer_style
+from dmnreid.style.node_transfer import trained_generator, transfer_style
 
 app = ClientApp(mods=[audit_mod])
 
@@ -121,7 +121,7 @@ def style(msg: Message, context: Context) -> Message:
 def generator(msg: Message, context: Context) -> Message:
     """The trained generator's weights, for the server's held-out check of the translation."""
     cfg = _run_config(msg)
-    state = generator_state(load_node(_directory(msg, context)), cfg)
+    state = trained_generator(load_node(_directory(msg, context)), cfg).state_dict()
     return _reply(msg, {"layers": len(state)}, **{WEIGHTS: state_record(state)})
 
 

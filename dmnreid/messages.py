@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
 
 WEIGHTS = "weights"
 HEAD = "head"
@@ -71,6 +72,21 @@ def replies_by_node(replies: Iterable[Message], expected: Iterable[int],
     if missing:
         raise NodeError(f"{what}: no reply from node(s) {missing} (dropped out or timed out)")
     return got
+
+
+def ask_nodes(grid: Grid, nodes: Iterable[tuple[int, int]], message_type: str, config: dict,
+              timeout: float) -> dict[int, RecordDict]:
+    """The same config message to each (node id, camera) at once; each camera's reply content.
+
+    A node that does not answer, or answers with an error, stops the run with the node named.
+    """
+    nodes = list(nodes)
+    messages = [Message(RecordDict({CONFIG: ConfigRecord(config)}), dst_node_id=node,
+                        message_type=message_type) for node, _ in nodes]
+    replies = replies_by_node(grid.send_and_receive(messages, timeout=timeout),
+                              [node for node, _ in nodes], message_type)
+    return {camera: reply_content(replies[node], f"{node} (camera {camera})")
+            for node, camera in nodes}
 
 
 def describe(content: RecordDict) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dmnreid.atomic import save_torch
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import NodeData, load_node, read_partition
 from dmnreid.data_prep.records import DatasetError
@@ -78,13 +79,11 @@ def training_images(data: NodeData, cfg: RunConfig) -> tuple[torch.Tensor, torch
     paths = [p for frames in data.frames for p in frames]
     labels = torch.tensor([lab for lab, frames in zip(data.labels, data.frames, strict=True)
                            for _ in frames], dtype=torch.long)
-    if needs_style(data, cfg):
-        translated = translated_frames(data, cfg)
-        if cfg.style_use == "translated":
-            return translated, labels
+    if needs_style(data, cfg) and cfg.style_use == "translated":
+        return translated_frames(data, cfg), labels
     images = cached_decode(paths, cfg.image_height, cfg.image_width, data.root / "cache", "train")
-    if needs_style(data, cfg):
-        return torch.cat([images, translated]), torch.cat([labels, labels])
+    if needs_style(data, cfg):  # style-use = "both"
+        return torch.cat([images, translated_frames(data, cfg)]), torch.cat([labels, labels])
     return images, labels
 
 
@@ -172,11 +171,7 @@ def load_memory_bank(directory: Path, run_key: str) -> np.ndarray:
 
 
 def save_model_copy(directory: Path, run_key: str, state: Mapping[str, torch.Tensor]) -> None:
-    path = model_copy_path(directory, run_key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(OrderedDict(state), tmp)
-    tmp.replace(path)
+    save_torch(OrderedDict(state), model_copy_path(directory, run_key))
 
 
 def load_model_copy(directory: Path, run_key: str) -> OrderedDict[str, torch.Tensor]:

@@ -21,13 +21,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from dmnreid.atomic import save_torch, write_bytes
+
 CHECKPOINT = "checkpoints/latest.pt"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class RunDir:
@@ -57,7 +53,7 @@ class RunDir:
         return (self.path / CHECKPOINT).is_file()
 
     def write_json(self, name: str, data: object) -> None:
-        _atomic_write(self.path / name, json.dumps(data, indent=2, default=str).encode())
+        write_bytes(self.path / name, json.dumps(data, indent=2, default=str).encode())
 
     def read_json(self, name: str) -> dict:
         path = self.path / name
@@ -83,14 +79,12 @@ class RunDir:
     def truncate_lines(self, name: str, keep: int) -> None:
         """Drop records past ``keep``: a resumed run redoes work its checkpoint does not hold."""
         lines = self.read_lines(name)[:keep]
-        _atomic_write(self.path / name, "".join(json.dumps(r) + "\n" for r in lines).encode())
+        write_bytes(self.path / name, "".join(json.dumps(r) + "\n" for r in lines).encode())
 
     def save_checkpoint(self, state: OrderedDict[str, torch.Tensor], info: dict,
                         head: OrderedDict[str, torch.Tensor] | None = None) -> None:
         """Walking weights (and a travelling head) after a hop, with where the run stood."""
-        tmp = self.path / f"checkpoints/.latest.tmp{os.getpid()}"
-        torch.save({"state": state, "head": head, "info": info}, tmp)
-        os.replace(tmp, self.path / CHECKPOINT)
+        save_torch({"state": state, "head": head, "info": info}, self.path / CHECKPOINT)
 
     def load_checkpoint(self) -> tuple[OrderedDict[str, torch.Tensor], dict,
                                        OrderedDict[str, torch.Tensor] | None]:

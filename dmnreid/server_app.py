@@ -29,6 +29,7 @@ from dmnreid.messages import (
     WEIGHTS,
     NodeError,
     arrays_record,
+    ask_nodes,
     metrics_of,
     record_state,
     replies_by_node,
@@ -185,13 +186,9 @@ def unify_phase(session: Session, visited: list[int]) -> State:
     """Pick one node's model or average all of them (each node's own copy, fetched)."""
     cfg = session.cfg
     chosen = [pick_one(visited, cfg.seed)] if cfg.unify == "pick-one" else sorted(visited)
-    by_camera = {camera: node for node, camera in session.nodes}
-    messages = [Message(RecordDict({CONFIG: ConfigRecord(session.base_config)}),
-                        dst_node_id=by_camera[c], message_type="query.weights") for c in chosen]
-    replies = replies_by_node(session.grid.send_and_receive(messages, timeout=cfg.node_timeout),
-                              [by_camera[c] for c in chosen], "query.weights")
-    states = [record_state(reply_content(replies[by_camera[c]], f"camera {c}")[WEIGHTS])
-              for c in chosen]
+    replies = ask_nodes(session.grid, [(n, c) for n, c in session.nodes if c in chosen],
+                        "query.weights", session.base_config, cfg.node_timeout)
+    states = [record_state(replies[c][WEIGHTS]) for c in chosen]
     log(INFO, "Unified (%s) over camera(s) %s", cfg.unify, chosen)
     session.run.write_json("unification.json", {"mode": cfg.unify, "cameras": chosen})
     return states[0] if cfg.unify == "pick-one" else average_states(states)

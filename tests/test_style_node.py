@@ -16,9 +16,9 @@ from dmnreid.data_prep.synthetic import SyntheticConfig, generate
 from dmnreid.node import training_images
 from dmnreid.reid.images import cached_decode
 from dmnreid.style.node_transfer import (
-    generator_state,
     style_config,
     style_dir,
+    trained_generator,
     transfer_style,
     translated_frames,
 )
@@ -58,8 +58,8 @@ def test_a_node_translates_its_frames_and_reports_only_numbers(parts: Path):
     both, doubled = training_images(data, replace(CFG, style_use="both"))
     assert torch.equal(both, torch.cat([originals, translated]))
     assert torch.equal(doubled, torch.cat([labels, labels]))
-    assert set(generator_state(data, CFG)) and all(
-        v.dtype == torch.float32 for v in generator_state(data, CFG).values())
+    weights = trained_generator(data, CFG).state_dict()
+    assert weights and all(v.dtype == torch.float32 for v in weights.values())
 
 
 def test_a_second_call_reuses_the_finished_work(parts: Path):

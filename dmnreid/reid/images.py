@@ -8,7 +8,6 @@ leaves the node.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from dmnreid.atomic import save_torch
 from dmnreid.data_prep.records import DatasetError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,10 +49,7 @@ def cached_decode(paths: Sequence[Path | str], height: int, width: int, cache_di
         except (OSError, RuntimeError):
             cache.unlink(missing_ok=True)
     images = decode(paths, height, width, progress)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    torch.save(images, tmp)
-    os.replace(tmp, cache)
+    save_torch(images, cache)
     return images
 
 

@@ -11,13 +11,13 @@ like an ImageNet file, and cached.
 from __future__ import annotations
 
 import json
-import os
 from logging import INFO
 from pathlib import Path
 
 import torch
 from flwr.common.logger import log
 
+from dmnreid.atomic import save_torch
 from dmnreid.cache import cache_home
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.datasets import read_dataset
@@ -74,10 +74,7 @@ def pretrain_source(cfg: RunConfig, out: Path) -> TrainStats:
     stats = train_local(model, images, labels, TrainConfig(
         epochs=cfg.source_epochs, batch_size=64, lr_head=0.1, lr_backbone=0.05, seed=1),
         on_epoch=progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    torch.save(torchvision_state(model), tmp)
-    os.replace(tmp, out)
+    save_torch(torchvision_state(model), out)
     out.with_suffix(".json").write_text(json.dumps({
         "arch": cfg.arch, "source": syn.__dict__ | {"frames_per_tracklet":
                                                    list(syn.frames_per_tracklet)},

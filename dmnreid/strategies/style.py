@@ -17,20 +17,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import EVALUATOR_DIR, read_partition
 from dmnreid.messages import (
-    CONFIG,
     WEIGHTS,
     NodeError,
+    ask_nodes,
     metrics_of,
     record_state,
-    replies_by_node,
-    reply_content,
 )
 from dmnreid.reid.evaluate import euclidean_distmat, evaluate_rank
 from dmnreid.reid.images import cached_decode, resize
@@ -49,18 +46,7 @@ GAP_KEYS = ("colour_before", "colour_after", "feature_before", "feature_after",
 GAP_IMAGES = 300  # per camera: enough for the statistics, bounded translation time
 
 
-def _ask(grid: Grid, nodes: list[tuple[int, int]], message_type: str, config: dict,
-         timeout: float) -> dict[int, RecordDict]:
-    """One message per (node, camera); each camera's reply content."""
-    messages = [Message(RecordDict({CONFIG: ConfigRecord(config)}), dst_node_id=node,
-                        message_type=message_type) for node, _ in nodes]
-    replies = replies_by_node(grid.send_and_receive(messages, timeout=timeout),
-                              [node for node, _ in nodes], message_type)
-    return {camera: reply_content(replies[node], f"{node} (camera {camera})")
-            for node, camera in nodes}
-
-
-def test_images(partitions: Path, cfg: RunConfig) -> dict[int, tuple[torch.Tensor, np.ndarray]]:
+def held_out_images(partitions: Path, cfg: RunConfig) -> dict[int, tuple[torch.Tensor, np.ndarray]]:
     """Up to GAP_IMAGES query/gallery frames per camera at the style size (a seeded sample),
     with their identities (distractors and junk left out)."""
     folder = partitions / EVALUATOR_DIR
@@ -148,7 +134,7 @@ def style_phase(grid: Grid, nodes: list[tuple[int, int]], cfg: RunConfig, base_c
         cfg.style_iterations, cfg.style_batch_size, cfg.style_height, cfg.style_width)
     start = time.perf_counter()
     # every node trains at once; on shared hardware (simulation) they may take turns
-    trained = _ask(grid, senders, "train.style", base_config,
+    trained = ask_nodes(grid, senders, "train.style", base_config,
                    cfg.node_timeout * max(1, len(senders)))
     per_camera = {c: metrics_of(content) for c, content in trained.items()}
     seconds = time.perf_counter() - start
@@ -158,7 +144,7 @@ def style_phase(grid: Grid, nodes: list[tuple[int, int]], cfg: RunConfig, base_c
             "reused" if m["reused"] else f"resumed at {m['resumed-from']}"
             if m["resumed-from"] else "trained", m["first-cycle"], m["last-cycle"],
             m["seconds-per-batch"], m["translate-seconds-per-image"])
-    fetched = _ask(grid, senders, "query.generator", base_config, cfg.node_timeout)
+    fetched = ask_nodes(grid, senders, "query.generator", base_config, cfg.node_timeout)
     generators = {}
     for camera, content in fetched.items():
         generator = ResnetGenerator(cfg.style_generator_filters, cfg.style_generator_blocks)
@@ -168,7 +154,7 @@ def style_phase(grid: Grid, nodes: list[tuple[int, int]], cfg: RunConfig, base_c
             raise NodeError(f"camera {camera} sent a generator that does not fit the run's "
                             f"style settings: {err}") from err
         generators[camera] = generator
-    gaps = measure_gaps(generators, test_images(partitions, cfg), target, model, cfg,
+    gaps = measure_gaps(generators, held_out_images(partitions, cfg), target, model, cfg,
                         run.path / GRID)
     summary = {
         "target_camera": target, "phase_seconds": seconds,

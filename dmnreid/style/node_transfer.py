@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import asdict
 from logging import INFO
 from pathlib import Path
 
 import torch
 from flwr.common.logger import log
 
+from dmnreid.atomic import save_torch, write_bytes
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import NodeData
 from dmnreid.data_prep.records import DatasetError
 from dmnreid.reid.images import cached_decode, resize
+from dmnreid.style.networks import ResnetGenerator
 from dmnreid.style.training import (
     StyleConfig,
     load_generator,
@@ -60,27 +60,28 @@ def _frame_paths(data: NodeData) -> list[Path]:
 
 def style_dir(data: NodeData, cfg: RunConfig) -> Path:
     """This node's folder for one style setting (settings + own files + target files)."""
-    settings = {k: v for k, v in asdict(style_config(cfg)).items() if k != "checkpoint_every"}
     names = [str(p.relative_to(data.root)) for p in _frame_paths(data)]
     names += [str(p.relative_to(data.root)) for p in data.target_domain]
-    digest = hashlib.sha1(json.dumps([settings, names]).encode()).hexdigest()[:16]
-    return data.root / "style" / digest
+    digest = hashlib.sha1(json.dumps([style_config(cfg).settings(), names]).encode())
+    return data.root / "style" / digest.hexdigest()[:16]
 
 
 def _translated_file(folder: Path, height: int, width: int) -> Path:
     return folder / f"translated-{height}x{width}.pt"
 
 
-def _translate_frames(data: NodeData, cfg: RunConfig, folder: Path) -> tuple[Path, float]:
+def _style_frames(data: NodeData, cfg: RunConfig) -> torch.Tensor:
+    """The node's training frames at the style size (decoded once, cached on its disk)."""
+    return cached_decode(_frame_paths(data), cfg.style_height, cfg.style_width,
+                         data.root / "cache", "style")
+
+
+def _translate_frames(data: NodeData, cfg: RunConfig, folder: Path,
+                      generator: ResnetGenerator) -> tuple[Path, float]:
     """Translate every training frame at the style size, store it at the re-ID size."""
-    generator = load_generator(folder / "generator.pt")
-    originals = cached_decode(_frame_paths(data), cfg.style_height, cfg.style_width,
-                              data.root / "cache", "style")
-    translated, seconds_per_image = translate(generator, originals)
+    translated, seconds_per_image = translate(generator, _style_frames(data, cfg))
     path = _translated_file(folder, cfg.image_height, cfg.image_width)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(resize(translated, cfg.image_height, cfg.image_width), tmp)
-    os.replace(tmp, path)
+    save_torch(resize(translated, cfg.image_height, cfg.image_width), path)
     return path, seconds_per_image
 
 
@@ -95,18 +96,15 @@ def transfer_style(data: NodeData, cfg: RunConfig) -> dict[str, float | int]:
     folder = style_dir(data, cfg)
     done = folder / DONE
     if done.is_file():
-        metrics = json.loads(done.read_text())
         if not _translated_file(folder, cfg.image_height, cfg.image_width).is_file():
-            _translate_frames(data, cfg, folder)
-        return {**metrics, "reused": 1}
-    folder.mkdir(parents=True, exist_ok=True)
-    own = cached_decode(_frame_paths(data), cfg.style_height, cfg.style_width,
-                        data.root / "cache", "style")
+            _translate_frames(data, cfg, folder, trained_generator(data, cfg))
+        return {**json.loads(done.read_text()), "reused": 1}
     target = cached_decode(data.target_domain, cfg.style_height, cfg.style_width,
                            data.root / "cache", "style-target")
     if len(target) == 0:
         raise DatasetError(f"{data.root.name}: target_domain/ holds no images to learn the "
                            f"target camera's style from")
+    own = _style_frames(data, cfg)
 
     def progress(iteration: int, losses: dict[str, float]) -> None:
         log(INFO, "camera %d style transfer %d/%d: %s", data.camera, iteration,
@@ -115,7 +113,7 @@ def transfer_style(data: NodeData, cfg: RunConfig) -> dict[str, float | int]:
     generator, stats = train_cyclegan(own, target, style_config(cfg), folder / "checkpoint.pt",
                                       progress)
     save_generator(generator, folder / "generator.pt")
-    _, seconds_per_image = _translate_frames(data, cfg, folder)
+    _, seconds_per_image = _translate_frames(data, cfg, folder, generator)
     metrics: dict[str, float | int] = {
         "camera": data.camera, "skipped": 0, "reused": 0, "images": len(own),
         "target-images": len(target), "iterations": stats.iterations,
@@ -125,9 +123,7 @@ def transfer_style(data: NodeData, cfg: RunConfig) -> dict[str, float | int]:
         **{f"first-{k}": v for k, v in stats.first.items()},
         **{f"last-{k}": v for k, v in stats.last.items()},
     }
-    tmp = done.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(metrics))
-    os.replace(tmp, done)
+    write_bytes(done, json.dumps(metrics).encode())
     return metrics
 
 
@@ -141,13 +137,13 @@ def translated_frames(data: NodeData, cfg: RunConfig) -> torch.Tensor:
                 f"camera {data.camera}: style-transfer is on but this node holds no finished "
                 f"style transfer for these settings ({folder}); the train.style phase did not "
                 "finish here")
-        path, _ = _translate_frames(data, cfg, folder)
+        path, _ = _translate_frames(data, cfg, folder, trained_generator(data, cfg))
     return torch.load(path, weights_only=True)
 
 
-def generator_state(data: NodeData, cfg: RunConfig) -> dict[str, torch.Tensor]:
-    """The trained generator's weights (model weights: they may leave the node)."""
+def trained_generator(data: NodeData, cfg: RunConfig) -> ResnetGenerator:
+    """This node's finished generator (its weights may leave the node: model weights)."""
     folder = style_dir(data, cfg)
     if not (folder / DONE).is_file():
         raise DatasetError(f"camera {data.camera} has no finished style transfer to send")
-    return load_generator(folder / "generator.pt").state_dict()
+    return load_generator(folder / "generator.pt")

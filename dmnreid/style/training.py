@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from torch import nn
 from torch.optim import Adam
 from torch.optim.lr_scheduler import LambdaLR
 
+from dmnreid.atomic import save_torch
 from dmnreid.style.losses import discriminator_objective, generator_objective
 from dmnreid.style.networks import (
     PatchDiscriminator,
@@ -56,6 +56,10 @@ class StyleConfig:
     # 3 = the 70x70 PatchGAN; images need sides >= 3 * 2**layers (fewer layers for tiny tests)
     discriminator_layers: int = 3
 
+    def settings(self) -> dict:
+        """The fields that decide the result (``checkpoint_every`` does not)."""
+        return {k: v for k, v in asdict(self).items() if k != "checkpoint_every"}
+
 
 @dataclass(frozen=True)
 class StyleStats:
@@ -70,12 +74,8 @@ class StyleStats:
 
 
 def _fingerprint(cfg: StyleConfig, images_a: torch.Tensor, images_b: torch.Tensor) -> str:
-    """What a checkpoint must match to be continued: the settings and the images.
-
-    ``checkpoint_every`` is left out: it does not change the result.
-    """
-    settings = {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    """What a checkpoint must match to be continued: the settings and the images."""
+    digest = hashlib.sha256(json.dumps(cfg.settings(), sort_keys=True).encode())
     for images in (images_a, images_b):
         digest.update(str(tuple(images.shape)).encode())
         digest.update(images.contiguous().reshape(-1).numpy().data)
@@ -188,14 +188,11 @@ class _CycleGan:
 
 def _save_checkpoint(path: Path, gan: _CycleGan, rng: np.random.Generator, fingerprint: str,
                      iteration: int, losses: list[list[float]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({
+    save_torch({
         "fingerprint": fingerprint, "iteration": iteration, **gan.state_dict(),
         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
         "losses": torch.tensor(losses, dtype=torch.float64),
-    }, tmp)
-    os.replace(tmp, path)
+    }, path)
 
 
 def _load_checkpoint(path: Path, gan: _CycleGan, rng: np.random.Generator,
@@ -295,11 +292,8 @@ def translate(generator: ResnetGenerator, images: torch.Tensor,
 
 def save_generator(generator: ResnetGenerator, path: Path) -> None:
     """Save the weights with the shape needed to rebuild the generator (atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({"filters": generator.filters, "blocks": generator.blocks,
-                "downsamplings": generator.downsamplings, "state": generator.state_dict()}, tmp)
-    os.replace(tmp, path)
+    save_torch({"filters": generator.filters, "blocks": generator.blocks,
+                "downsamplings": generator.downsamplings, "state": generator.state_dict()}, path)
 
 
 def load_generator(path: Path) -> ResnetGenerator:
