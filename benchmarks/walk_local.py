@@ -4,7 +4,8 @@ Uses the very code a Flower run uses on the nodes (``dmnreid.node``: hops, memor
 distributed protocol's node functions and routing (``cluster_distributed``), the hop order,
 unification and evaluator, without the Flower transport, so several settings can be compared
 in minutes. Prints the style transfer's camera gap (the grid goes to ./style_grid.png),
-baseline, walk, clustering diagnostics, incremental and final CMC/mAP.
+baseline, walk, clustering diagnostics, incremental and final CMC/mAP; with bn-mode = shared
+also the mAP each stage's model reaches with camera statistics estimated at test time only.
 
     python benchmarks/walk_local.py --set pretrained-weights=none --set walk-hops=12
     python benchmarks/walk_local.py --compare alpha=0,1,2,3
@@ -29,6 +30,7 @@ from dmnreid.reid.evaluator import Evaluator
 from dmnreid.reid.model import build_model, load_walking_state, walking_state
 from dmnreid.server_app import pretrained_file
 from dmnreid.strategies.clustering import graph_clusters, ground_truth
+from dmnreid.strategies.evaluation import evaluate_state
 from dmnreid.strategies.random_walk import hop_order
 from dmnreid.strategies.style import held_out_images, mean_gaps, measure_gaps
 from dmnreid.strategies.unification import average_states, pick_one
@@ -51,10 +53,14 @@ def run(cfg: RunConfig) -> dict:
     evaluator = Evaluator(partitions, cfg.image_height, cfg.image_width)
 
     def score(state) -> dict:
-        load_walking_state(model, state, cfg.freeze_stem)
-        return {k: round(v, 1) for k, v in evaluator.evaluate(model).items()}
+        scores = {k: round(v, 1) for k, v in evaluate_state(state, cfg, model, evaluator).items()}
+        if cfg.bn_mode == "shared":  # what test-time camera statistics alone would give
+            load_walking_state(model, state, cfg.freeze_stem)
+            scores["camera-eval-mAP"] = round(
+                evaluator.evaluate(model, "camera", cfg.bn_adapt_images)["mAP"], 1)
+        return scores
 
-    state = walking_state(model, cfg.freeze_stem)
+    state = walking_state(model, cfg.freeze_stem, cfg.bn_mode)
     start = time.perf_counter()
     out: dict = {"style": style(cfg, nodes, partitions, model)} if cfg.style_transfer else {}
     out["baseline"] = score(state)

@@ -41,6 +41,7 @@ from dmnreid.messages import (
 )
 from dmnreid.node import (
     Targets,
+    embed_own_tests,
     load_memory_bank,
     load_model_copy,
     memory_bank,
@@ -220,3 +221,15 @@ def weights(msg: Message, context: Context) -> Message:
     """This node's own copy of the model, for unification."""
     state = load_model_copy(_directory(msg, context), str(_config(msg)["run-key"]))
     return _reply(msg, {"layers": len(state)}, **{WEIGHTS: state_record(state)})
+
+
+@app.query("embed")
+def embed(msg: Message, context: Context) -> Message:
+    """This camera's query/gallery features (federated evaluation): vectors and ids only."""
+    cfg = _run_config(msg)
+    embedded = embed_own_tests(_directory(msg, context), cfg, _weights_file(msg),
+                               record_state(_arrays(msg, WEIGHTS)))
+    arrays = {k: v for split, features in embedded.items()
+              for k, v in features.to_arrays(split).items()}
+    return _reply(msg, {split: len(features.items) for split, features in embedded.items()},
+                  **{PAYLOAD: arrays_record(arrays)})

@@ -15,6 +15,8 @@ CHOICES = {
     "arch": ("resnet18", "resnet34", "resnet50"),
     "walk_order": ("random", "permutation"),
     "bn_statistics": ("update", "frozen"),
+    "bn_mode": ("shared", "camera"),
+    "eval_mode": ("server", "federated"),
     "incremental_head": ("reinit", "travel"),
     "incremental_labels": ("clusters", "local"),
     "unify": ("pick-one", "average"),
@@ -44,6 +46,8 @@ class RunConfig:
     pretrained_weights: str = "synthetic-source"
     freeze_stem: bool = True
     bn_statistics: str = "frozen"
+    bn_mode: str = "camera"
+    bn_adapt_images: int = 512
     image_height: int = 64
     image_width: int = 32
     source_ids: int = 300
@@ -86,6 +90,8 @@ class RunConfig:
     unify: str = "pick-one"
     # server
     eval_every: int = 6
+    eval_mode: str = "server"
+    evaluate_run: str = ""
     output_dir: str = ""
     run_name: str = ""
     resume_from: str = ""
@@ -137,6 +143,9 @@ class RunConfig:
                self.recluster_every) < 0:
             raise ConfigError("alpha, incremental-hops, top1-max-distance and recluster-every "
                               "must be >= 0")
+        if self.bn_adapt_images == 1 or self.bn_adapt_images < 0:
+            raise ConfigError(f"bn-adapt-images = {self.bn_adapt_images}: BN statistics need "
+                              "at least 2 images (0 = all of a camera's images)")
         if min(self.style_lr_generator, self.style_lr_discriminator, self.style_cycle_weight,
                self.style_identity_weight, self.style_pool_size) < 0:
             raise ConfigError("style learning rates, loss weights and pool size must be >= 0")

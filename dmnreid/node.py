@@ -16,8 +16,10 @@ import torch
 
 from dmnreid.atomic import save_torch
 from dmnreid.config import RunConfig
-from dmnreid.data_prep.partition import NodeData, load_node, read_partition
+from dmnreid.data_prep.partition import NodeData, load_node, read_partition, read_test_tables
 from dmnreid.data_prep.records import DatasetError
+from dmnreid.reid.camera_bn import estimate_bn_statistics
+from dmnreid.reid.evaluator import ItemFeatures, SplitFrames, embed_camera
 from dmnreid.reid.images import cached_decode
 from dmnreid.reid.model import (
     ReidNet,
@@ -90,8 +92,29 @@ def training_images(data: NodeData, cfg: RunConfig) -> tuple[torch.Tensor, torch
 def _model(cfg: RunConfig, weights: Path | None, num_classes: int,
            state: Mapping[str, torch.Tensor]) -> ReidNet:
     model = build_model(cfg.arch, weights, num_classes, cfg.freeze_stem, cfg.bn_statistics)
-    load_walking_state(model, state, cfg.freeze_stem)
+    load_walking_state(model, state, cfg.freeze_stem, cfg.bn_mode)
     return model
+
+
+def own_statistics(model: ReidNet, images: torch.Tensor, cfg: RunConfig, seed: int) -> None:
+    """``bn-mode = "camera"``: BN statistics of this camera's images under the weights that
+    just arrived (statistics of an earlier visit would describe other weights)."""
+    if cfg.bn_mode == "camera":
+        estimate_bn_statistics(model, images, cfg.bn_adapt_images, seed)
+
+
+def training_statistics(model: ReidNet, images: torch.Tensor, cfg: RunConfig, hop: int) -> None:
+    """What BN normalises with while a hop trains, in camera mode.
+
+    ``bn-statistics = "update"``: the camera's own statistics (the frozen stem's too), then
+    each batch's. ``"frozen"``: the pretrained statistics, as loaded on every node from the
+    same weights file, never re-estimated; the camera's own statistics serve wherever
+    features are used (memory bank, evaluation), i.e. AdaBN per camera. Re-estimating them at
+    every hop and then freezing them during training was measured to drift: the weights learn
+    against statistics that the next node replaces, and retrieval falls after about 9 hops.
+    """
+    if cfg.bn_statistics == "update":
+        own_statistics(model, images, cfg, hop)
 
 
 def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
@@ -109,6 +132,8 @@ def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
         labels = torch.as_tensor(targets.classes, dtype=torch.long)[labels]
         num_classes = targets.num_classes
     model = _model(cfg, weights, num_classes, state)
+    digest = stem_digest(model)  # as built from the weights file, before any local statistic
+    training_statistics(model, images, cfg, hop)
     if targets.head is not None:
         model.head.load_state_dict(dict(targets.head))
     stats = train_local(model, images, labels, TrainConfig(
@@ -117,8 +142,8 @@ def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
         seed=cfg.seed * 100_003 + hop,
     ))
     head = OrderedDict((k, v.detach().clone()) for k, v in model.head.state_dict().items())
-    return HopResult(walking_state(model, cfg.freeze_stem), head, stats, num_classes,
-                     stem_digest(model))
+    return HopResult(walking_state(model, cfg.freeze_stem, cfg.bn_mode), head, stats,
+                     num_classes, digest)
 
 
 def memory_bank(directory: Path, cfg: RunConfig, weights: Path | None,
@@ -136,13 +161,30 @@ def memory_bank(directory: Path, cfg: RunConfig, weights: Path | None,
     """
     data = load_node(directory)
     images, labels = training_images(data, cfg)
-    frames = torch.from_numpy(extract_features(_model(cfg, weights, 1, state), images))
+    model = _model(cfg, weights, 1, state)
+    own_statistics(model, images, cfg, 0)
+    frames = torch.from_numpy(extract_features(model, images))
     bank = torch.zeros((data.num_classes, frames.shape[1]), dtype=torch.float64)
     bank.index_add_(0, labels, frames.double())
     bank = torch.nn.functional.normalize(bank, dim=1)
     if cfg.memory_features == "centred":
         bank = torch.nn.functional.normalize(bank - bank.mean(0, keepdim=True), dim=1)
     return bank.float().numpy()
+
+
+def embed_own_tests(directory: Path, cfg: RunConfig, weights: Path | None,
+                    state: Mapping[str, torch.Tensor]) -> dict[str, ItemFeatures]:
+    """This camera's query and gallery features (``eval-mode = "federated"``).
+
+    The same computation as the server's evaluation of this camera, on the node's own copy
+    of the images; only feature vectors and item/person/camera ids leave the node.
+    """
+    tables = read_test_tables(directory)
+    frames = {split: SplitFrames.read(table, list(table["frame"]), cfg.image_height,
+                                     cfg.image_width, directory / "cache", f"test-{split}")
+              for split, table in tables.items()}
+    return embed_camera(_model(cfg, weights, 1, state), frames["query"], frames["gallery"],
+                        cfg.bn_mode, cfg.bn_adapt_images)
 
 
 def run_state_dir(directory: Path, run_key: str) -> Path:

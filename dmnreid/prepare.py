@@ -49,6 +49,7 @@ def prepare_partitions(cfg: RunConfig, progress: bool = False) -> Path:
         out = cache_home() / "partitions" / f"{cfg.dataset}-{tag}-target{cfg.target_camera}"
     out.parent.mkdir(parents=True, exist_ok=True)
     log(INFO, "Node folders: %s (written on first use)", out)
+    # a cached partition from an older format is rewritten; a user's folder is only reported
     write_partition(read_dataset(cfg.dataset, root), out, target_camera=cfg.target_camera,
-                    seed=0, progress=progress)
+                    seed=0, force=not cfg.partitions_dir, progress=progress)
     return out

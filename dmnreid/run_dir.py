@@ -6,7 +6,10 @@
     hops.jsonl           one line per random-walk hop
     evaluations.jsonl    one line per evaluation (stage, hop, rank1/5/10, mAP)
     metrics.json/.csv    the headline results (baseline, final, ...)
-    checkpoints/         walking weights after every hop (the latest kept), for resume
+    walking.json         size of the walking state, and of the BN statistics in it
+    checkpoints/         walking weights after every hop (the latest kept), for resume;
+                         final.pt: the final (unified) model
+    re-evaluations.jsonl the final model scored again in other modes (``evaluate-run``)
     map_curve.png        mAP and rank-1 over hops
 """
 
@@ -24,6 +27,9 @@ import torch
 from dmnreid.atomic import save_torch, write_bytes
 
 CHECKPOINT = "checkpoints/latest.pt"
+FINAL_MODEL = "checkpoints/final.pt"
+WALKING_JSON = "walking.json"
+REEVALUATIONS = "re-evaluations.jsonl"
 
 
 class RunDir:
@@ -91,6 +97,18 @@ class RunDir:
         data = torch.load(self.path / CHECKPOINT, map_location="cpu", weights_only=True)
         head = OrderedDict(data["head"]) if data.get("head") is not None else None
         return OrderedDict(data["state"]), data["info"], head
+
+    def save_final_model(self, state: OrderedDict[str, torch.Tensor], info: dict) -> None:
+        """The model the run ends with (after unification), for use and re-evaluation."""
+        save_torch({"state": state, "info": info}, self.path / FINAL_MODEL)
+
+    def load_final_model(self) -> tuple[OrderedDict[str, torch.Tensor], dict]:
+        path = self.path / FINAL_MODEL
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.path} has no final model ({FINAL_MODEL}): the run "
+                                    "has not finished; continue it with resume-from first")
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        return OrderedDict(data["state"]), data["info"]
 
     def write_metrics(self, metrics: dict[str, dict]) -> None:
         """metrics.json as given, metrics.csv as one row per stage."""

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from logging import INFO, WARNING
 from pathlib import Path
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from dmnreid.config import RunConfig
+from dmnreid.config import ConfigError, RunConfig
 from dmnreid.data_prep.partition import read_partition
 from dmnreid.messages import (
     CLASSES,
@@ -37,18 +36,19 @@ from dmnreid.messages import (
     state_record,
 )
 from dmnreid.prepare import prepare_partitions
+from dmnreid.reid.camera_bn import state_bytes, without_bn_statistics
 from dmnreid.reid.evaluator import Evaluator
 from dmnreid.reid.model import (
     ReidNet,
     build_model,
-    load_walking_state,
     resolve_weights,
     stem_digest,
     walking_state,
 )
 from dmnreid.reid.pretrain import ensure_source_weights
-from dmnreid.run_dir import RunDir
+from dmnreid.run_dir import REEVALUATIONS, WALKING_JSON, RunDir
 from dmnreid.strategies.clustering import cluster_phase
+from dmnreid.strategies.evaluation import evaluate_state
 from dmnreid.strategies.random_walk import Hop, State, hop_order, walk
 from dmnreid.strategies.style import style_phase
 from dmnreid.strategies.unification import average_states, pick_one
@@ -109,13 +109,36 @@ def discover_nodes(grid: Grid, partitions: Path, timeout: float) -> list[tuple[i
     return [(holders[c][0], c) for c in sorted(cameras)]
 
 
-def record_evaluation(run: RunDir, evaluator: Evaluator, model: torch.nn.Module, stage: str,
-                      hop: int) -> dict[str, float]:
-    scores = evaluator.evaluate(model)
-    run.append("evaluations.jsonl", {"stage": stage, "hop": hop, **scores})
+def log_scores(stage: str, hop: int, scores: dict[str, float]) -> None:
     log(INFO, "[%s, %d hops] rank-1 %.1f  rank-5 %.1f  rank-10 %.1f  mAP %.1f", stage, hop,
         scores["rank1"], scores["rank5"], scores["rank10"], scores["mAP"])
-    return scores
+
+
+def node_settings(cfg: RunConfig, partitions: Path, run: RunDir, weights: Path | None) -> dict:
+    """What every message carries: where the data is, the run, its settings, the weights."""
+    return {"partition-dir": str(partitions), "run-key": run.path.name,
+            "run-config": json.dumps(cfg.to_mapping()),
+            "weights-file": str(weights) if weights else ""}
+
+
+def server_evaluator(cfg: RunConfig, partitions: Path) -> Evaluator | None:
+    """The server's copy of the test images, only when the server evaluates."""
+    if cfg.eval_mode == "server":
+        return Evaluator(partitions, cfg.image_height, cfg.image_width)
+    return None
+
+
+def record_walking_bytes(run: RunDir, model: ReidNet, cfg: RunConfig) -> None:
+    """How much of the walking state BN statistics are, and whether they travel."""
+    shared = walking_state(model, cfg.freeze_stem, "shared")
+    statistics = state_bytes(shared) - state_bytes(without_bn_statistics(shared))
+    travelling = walking_state(model, cfg.freeze_stem, cfg.bn_mode)
+    run.write_json(WALKING_JSON, {
+        "bn-mode": cfg.bn_mode, "tensors": len(travelling), "bytes": state_bytes(travelling),
+        "bn-statistics-bytes": statistics, "bn-statistics-travel": cfg.bn_mode == "shared"})
+    log(INFO, "Walking state: %d tensors, %.2f MB; BN statistics (%.1f kB) %s", len(travelling),
+        state_bytes(travelling) / 1e6, statistics / 1e3,
+        "travel with it" if cfg.bn_mode == "shared" else "stay on each camera's node")
 
 
 @dataclass
@@ -127,13 +150,16 @@ class Session:
     run: RunDir
     nodes: list[tuple[int, int]]
     model: ReidNet
-    evaluator: Evaluator
+    evaluator: Evaluator | None
     base_config: dict
     metrics: dict = field(default_factory=dict)
 
     def evaluate(self, state: State, stage: str, hop: int) -> dict[str, float]:
-        load_walking_state(self.model, state, self.cfg.freeze_stem)
-        return record_evaluation(self.run, self.evaluator, self.model, stage, hop)
+        scores = evaluate_state(state, self.cfg, self.model, self.evaluator, self.grid,
+                                self.nodes, self.base_config)
+        self.run.append("evaluations.jsonl", {"stage": stage, "hop": hop, **scores})
+        log_scores(stage, hop, scores)
+        return scores
 
     def save_metrics(self) -> None:
         self.run.write_metrics(self.metrics)
@@ -203,15 +229,14 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
     session = Session(
         grid=grid, cfg=cfg, run=run, nodes=nodes,
         model=build_model(cfg.arch, weights, 1, cfg.freeze_stem),
-        evaluator=Evaluator(partitions, cfg.image_height, cfg.image_width),
-        base_config={"partition-dir": str(partitions), "run-key": run.path.name,
-                     "run-config": json.dumps(cfg.to_mapping()),
-                     "weights-file": str(weights) if weights else ""},
+        evaluator=server_evaluator(cfg, partitions),
+        base_config=node_settings(cfg, partitions, run, weights),
         metrics=run.read_json("metrics.json"),
     )
+    record_walking_bytes(run, session.model, cfg)
     if cfg.style_transfer:  # stage 1: before any evaluation uses the model's state
         style_phase(grid, nodes, cfg, session.base_config, run, partitions, session.model)
-    state, head, info = walking_state(session.model, cfg.freeze_stem), None, {}
+    state, head, info = walking_state(session.model, cfg.freeze_stem, cfg.bn_mode), None, {}
     if cfg.resume_from and run.has_checkpoint():
         state, info, head = run.load_checkpoint()
         run.truncate_lines("hops.jsonl", int(info["lines"]))
@@ -258,6 +283,7 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
         session.metrics["final"] = session.evaluate(state, "final", hops)
     else:
         session.metrics["final"] = session.metrics["walk"]
+    run.save_final_model(state, {"bn-mode": cfg.bn_mode, "unify": cfg.unify})
     session.save_metrics()
     run.plot_curve()
     gain = session.metrics["final"]["mAP"] - session.metrics["baseline"]["mAP"]
@@ -266,6 +292,41 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
     return run
 
 
+def reevaluate(grid: Grid, cfg: RunConfig) -> dict[str, float]:
+    """Score a finished run's final model again under this call's ``bn-mode``, ``eval-mode``
+    and ``bn-adapt-images``; nothing is trained. Appends to the run's re-evaluations.jsonl."""
+    run = RunDir.resume(Path(cfg.evaluate_run).expanduser())
+    saved = RunConfig.from_mapping(run.read_json("config.json"))
+    state, info = run.load_final_model()
+    if info.get("bn-mode") == "camera" and cfg.bn_mode == "shared":
+        raise ConfigError(f"{run.path} was trained with bn-mode = 'camera': its model carries "
+                          "no shared BN statistics, so it can only be evaluated with "
+                          "bn-mode = 'camera'")
+    if cfg.bn_mode == "camera":
+        state = without_bn_statistics(state)
+    eval_cfg = replace(saved, bn_mode=cfg.bn_mode, eval_mode=cfg.eval_mode,
+                       bn_adapt_images=cfg.bn_adapt_images, node_timeout=cfg.node_timeout,
+                       resume_from="", evaluate_run=cfg.evaluate_run)
+    partitions = prepare_partitions(eval_cfg)
+    weights = pretrained_file(eval_cfg)
+    nodes = discover_nodes(grid, partitions, cfg.node_timeout) \
+        if cfg.eval_mode == "federated" else None
+    log(INFO, "Re-evaluating the final model of %s: bn-mode %s, eval-mode %s", run.path,
+        cfg.bn_mode, cfg.eval_mode)
+    scores = evaluate_state(state, eval_cfg, build_model(saved.arch, weights, 1, saved.freeze_stem),
+                            server_evaluator(eval_cfg, partitions), grid, nodes,
+                            node_settings(eval_cfg, partitions, run, weights))
+    run.append(REEVALUATIONS, {"trained-bn-mode": info.get("bn-mode"), "bn-mode": cfg.bn_mode,
+                               "eval-mode": cfg.eval_mode,
+                               "bn-adapt-images": cfg.bn_adapt_images, **scores})
+    log_scores("final", -1, scores)
+    return scores
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    run_pipeline(grid, RunConfig.from_mapping(context.run_config))
+    cfg = RunConfig.from_mapping(context.run_config)
+    if cfg.evaluate_run:
+        reevaluate(grid, cfg)
+    else:
+        run_pipeline(grid, cfg)

@@ -1,8 +1,10 @@
 """The whole pipeline end to end through Flower's real simulation engine.
 
 One tiny run (3 cameras, small images, no pretrained weights: walk, clustering, incremental
-walk, averaging unification) is shared by most tests; a second run is stopped mid-walk and
-resumed. A SuperLink is started per module and stopped by its PID.
+walk, averaging unification; camera BN statistics, federated evaluation) is shared by most
+tests; a second run (shared BN statistics, server-side evaluation) is stopped mid-walk and
+resumed. Finished runs are evaluated again in the other modes. A SuperLink is started per
+module and stopped by its PID.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from dmnreid.config import ConfigError, RunConfig
 from dmnreid.data_prep.partition import read_partition
+from dmnreid.reid.camera_bn import is_bn_statistic, state_bytes
 from dmnreid.reid.model import build_model, stem_digest, walking_state
+from dmnreid.server_app import reevaluate
 from dmnreid.strategies.random_walk import hop_order
 from dmnreid.style.networks import ResnetGenerator
 from tests.flower_harness import FlowerLink
@@ -30,7 +35,9 @@ TINY = {
     "incremental-hops": 2, "alpha": 0, "unify": "average", "recluster-every": 1,
     "style-height": 32, "style-width": 16, "style-iterations": 8, "style-batch-size": 2,
     "style-generator-filters": 8, "style-generator-blocks": 1, "style-discriminator-filters": 8,
+    "bn-mode": "camera", "eval-mode": "federated",
 }
+SHARED = {"bn-mode": "shared", "eval-mode": "server"}
 WALK, INCREMENTAL = TINY["walk-hops"], TINY["incremental-hops"]
 HOP_KEYS = {"phase", "hop", "node", "camera", "loss", "accuracy", "images", "seconds",
             "num_classes", "stem_digest", "round_trip_seconds", "bytes_sent", "bytes_received"}
@@ -97,8 +104,13 @@ def test_each_node_trains_its_own_head(tiny_run):
 
 def test_only_the_walking_layers_travel_and_the_stem_stays_identical(tiny_run):
     model = build_model("resnet18", None, 1, freeze_stem=True)
-    walking = walking_state(model)
+    walking = walking_state(model, bn_mode="camera")
     walking_bytes = sum(t.numel() * t.element_size() for t in walking.values())
+    shared_bytes = state_bytes(walking_state(model))
+    recorded = json.loads((tiny_run["dir"] / "walking.json").read_text())
+    assert recorded["bytes"] == walking_bytes < shared_bytes  # the BN statistics stay home
+    assert recorded["bytes"] + recorded["bn-statistics-bytes"] == shared_bytes
+    assert recorded["bn-statistics-travel"] is False
     hops = read_lines(tiny_run["dir"] / "hops.jsonl")
     for hop in hops:
         assert abs(hop["bytes_sent"] - walking_bytes) / walking_bytes < 0.01
@@ -133,8 +145,13 @@ def _forbidden(value: object) -> bool:
         ext in text for ext in (".jpg", ".jpeg", ".png", ".pt"))
 
 
+EMBEDDING = {f"{split}-{k}" for split in ("query", "gallery")
+             for k in ("items", "pids", "camids", "features")}
+
+
 def _check_arrays(name: str, entries: dict, weights: dict) -> None:
     """Model weights, 512-d float32 feature vectors, or int64 ids/edges: nothing else."""
+    assert not any(is_bn_statistic(key) for key in entries), "camera statistics left a node"
     if name == "weights":
         assert set(entries) == set(weights)
         for key, array in entries.items():
@@ -142,9 +159,11 @@ def _check_arrays(name: str, entries: dict, weights: dict) -> None:
         return
     assert name in ("memory", "payload"), name
     for key, array in entries.items():
-        if name == "memory":
-            assert key == "features" and array["dtype"] == "float32"
+        if name == "memory" or key.endswith("-features"):
+            assert key in ("features", *EMBEDDING) and array["dtype"] == "float32"
             assert len(array["shape"]) == 2 and array["shape"][1] == 512
+        elif key in EMBEDDING:  # an item's number, its person and camera
+            assert array["dtype"] == "int64" and len(array["shape"]) == 1
         else:
             assert key in ("pairs_owner", "pairs_member", "sets_owner", "sets_member",
                            "labels", "changed"), key
@@ -158,10 +177,12 @@ def test_privacy_nodes_send_only_weights_features_ids_and_scalars(tiny_run):
     types = {e["message_type"] for e in entries}
     assert types == {"query.info", "train.style", "query.generator", "train.walk",
                      "query.memory", "query.top1", "query.triangle", "query.flood",
-                     "query.weights"}
+                     "query.weights", "query.embed"}
     assert sum(e["message_type"] == "train.walk" for e in entries) == WALK + INCREMENTAL
     assert sum(e["message_type"] == "train.style" for e in entries) == CAMERAS - 1
-    walking = walking_state(build_model("resnet18", None, 1))
+    evaluations = len(read_lines(tiny_run["dir"] / "evaluations.jsonl"))
+    assert sum(e["message_type"] == "query.embed" for e in entries) == CAMERAS * evaluations
+    walking = walking_state(build_model("resnet18", None, 1), bn_mode="camera")
     generator = ResnetGenerator(TINY["style-generator-filters"],
                                 TINY["style-generator-blocks"]).state_dict()
     for entry in entries:
@@ -178,7 +199,7 @@ def test_privacy_nodes_send_only_weights_features_ids_and_scalars(tiny_run):
 
 
 def test_resume_continues_from_the_last_checkpoint(link: FlowerLink, tmp_path: Path):
-    config = {**TINY, "walk-hops": 6, "local-epochs": 3, "output-dir": str(tmp_path),
+    config = {**TINY, **SHARED, "walk-hops": 6, "local-epochs": 3, "output-dir": str(tmp_path),
               "run-name": "resume", "incremental-hops": 0}
     run_id, _ = link.start_run(config, supernodes=CAMERAS, stream=False)
     deadline = time.monotonic() + 600
@@ -203,8 +224,37 @@ def test_resume_continues_from_the_last_checkpoint(link: FlowerLink, tmp_path: P
     assert done[: len(before) - 1] == before[: len(before) - 1]  # finished hops kept, not redone
     expected = [i + 1 for i in hop_order(CAMERAS, 6, "random", TINY["seed"])]
     assert [h["camera"] for h in after] == expected
-    assert set(json.loads((hops_file.parent / "metrics.json").read_text())) == {
-        "baseline", "walk", "final"}
+    metrics = json.loads((hops_file.parent / "metrics.json").read_text())
+    assert set(metrics) == {"baseline", "walk", "final"}
+
+    # the finished shared-statistics run, evaluated again: by the nodes with the same
+    # statistics (the same numbers), then with each camera's own (test-time adaptation)
+    for modes in ({"bn-mode": "shared", "eval-mode": "federated"},
+                  {"bn-mode": "camera", "eval-mode": "federated"}):
+        run_id, log = link.start_run({"evaluate-run": str(hops_file.parent), **modes},
+                                     supernodes=CAMERAS)
+        assert link.wait(run_id) == "finished:completed", log[-3000:]
+    shared, camera = read_lines(hops_file.parent / "re-evaluations.jsonl")
+    assert shared["trained-bn-mode"] == camera["trained-bn-mode"] == "shared"
+    assert all(abs(shared[k] - metrics["final"][k]) < 1e-5 for k in SCORES)
+    assert camera["bn-mode"] == "camera" and camera["mAP"] != shared["mAP"]
+
+
+def test_federated_and_server_evaluation_agree(link: FlowerLink, tiny_run):
+    """The tiny run evaluated on its nodes; its final model scored by the server alone."""
+    run_id, log = link.start_run({"evaluate-run": str(tiny_run["dir"]), "bn-mode": "camera",
+                                  "eval-mode": "server"}, supernodes=CAMERAS)
+    assert link.wait(run_id) == "finished:completed", log[-3000:]
+    (again,) = read_lines(tiny_run["dir"] / "re-evaluations.jsonl")
+    final = json.loads((tiny_run["dir"] / "metrics.json").read_text())["final"]
+    assert again["eval-mode"] == "server" and again["trained-bn-mode"] == "camera"
+    assert all(abs(again[k] - final[k]) < 1e-5 for k in SCORES), (again, final)
+
+
+def test_a_camera_statistics_model_cannot_be_scored_with_shared_ones(tiny_run):
+    config = RunConfig(evaluate_run=str(tiny_run["dir"]), bn_mode="shared")
+    with pytest.raises(ConfigError, match="only be evaluated with bn-mode = 'camera'"):
+        reevaluate(None, config)
 
 
 def test_style_phase_record(tiny_run):

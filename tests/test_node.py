@@ -24,7 +24,7 @@ from dmnreid.reid.model import build_model, walking_state
 from dmnreid.reid.train import extract_features
 
 CFG = RunConfig(image_height=32, image_width=16, pretrained_weights="none",
-                bn_statistics="update", local_epochs=1, batch_size=8)
+                bn_statistics="update", local_epochs=1, batch_size=8, bn_mode="shared")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,9 @@ Layout written under ``out``::
         images/t00000_0000.jpg     the camera's training frames, renamed so that file names
                                    carry no ground truth (Market names start with the pid)
         target_domain/000000.jpg   the target camera's training frames (style-transfer input)
+        test/query.csv, gallery.csv  the camera's own query/gallery images, for federated
+                                   evaluation: item, pid, camid, frame (relative path)
+        test/images/q000012_00.jpg the frames, named by item (numbered as in evaluator/)
     evaluator/                     stays with the server, never on a node
         query.csv, gallery.csv     item, pid, camid, frame (absolute path)
         train_identities.csv       ground truth of the training tracklets, for diagnostics only
@@ -32,8 +35,10 @@ from tqdm import tqdm
 from dmnreid.data_prep.records import DatasetError, ReidDataset, Sample
 from dmnreid.data_prep.tracklets import Tracklet, sample_tracklets
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: node folders hold their camera's query/gallery (test/)
 EVALUATOR_DIR = "evaluator"
+TEST_DIR = "test"
+TEST_SPLITS = ("query", "gallery")
 
 
 def node_dir_name(camid: int) -> str:
@@ -123,6 +128,37 @@ def _write_node(
     return info
 
 
+def _write_node_tests(node_dir: Path, tables: dict[str, pd.DataFrame]) -> None:
+    """The camera's own query and gallery frames, item numbers as in the evaluator's tables."""
+    (node_dir / TEST_DIR / "images").mkdir(parents=True)
+    for split, table in tables.items():
+        rows = []
+        for n, (item, pid, camid, src) in enumerate(table.itertuples(index=False)):
+            rel = Path("images") / f"{split[0]}{item:06d}_{n:05d}{Path(src).suffix.lower()}"
+            _link_or_copy(src, node_dir / TEST_DIR / rel)
+            rows.append({"item": item, "pid": pid, "camid": camid, "frame": rel.as_posix()})
+        pd.DataFrame(rows, columns=["item", "pid", "camid", "frame"]).to_csv(
+            node_dir / TEST_DIR / f"{split}.csv", index=False)
+
+
+def read_test_tables(node_dir: Path | str) -> dict[str, pd.DataFrame]:
+    """A node's own query and gallery tables (item, pid, camid, frame as an absolute path)."""
+    folder = Path(node_dir) / TEST_DIR
+    tables = {}
+    for split in TEST_SPLITS:
+        path = folder / f"{split}.csv"
+        if not path.is_file():
+            raise DatasetError(
+                f"{node_dir}: no {TEST_DIR}/{split}.csv, so this node cannot embed its own "
+                "test images (eval-mode = 'federated'); partitions written before format 2 "
+                "lack it: write the partition again with --force")
+        table = pd.read_csv(path)
+        if list(table.columns) != ["item", "pid", "camid", "frame"]:
+            raise DatasetError(f"{path}: expected columns item,pid,camid,frame")
+        tables[split] = table.assign(frame=[str(folder / f) for f in table["frame"]])
+    return tables
+
+
 def _eval_table(samples: list[Sample]) -> pd.DataFrame:
     rows = [
         {"item": i, "pid": s.pid, "camid": s.camid, "frame": f}
@@ -178,8 +214,8 @@ def write_partition(
                 return existing
         if not force:
             raise DatasetError(
-                f"{out} already exists and is not a partition made with these settings; "
-                "choose another --out or pass --force to replace it"
+                f"{out} already exists and is not a partition made with these settings "
+                f"(format {FORMAT_VERSION}); choose another --out or pass --force to replace it"
             )
     missing = {split: paths for split, paths in dataset.missing.items() if paths}
     if missing and not allow_missing:
@@ -214,16 +250,19 @@ def write_partition(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
+        tests = {"query": _eval_table(query), "gallery": _eval_table(gallery)}
         nodes = []
         for camid in tqdm(sorted(cameras), desc="writing nodes", disable=not progress):
             info = _write_node(
                 tmp / node_dir_name(camid), cameras[camid], cameras[target_camera], target_camera
             )
+            _write_node_tests(tmp / node_dir_name(camid),
+                              {k: t[t["camid"] == camid] for k, t in tests.items()})
             nodes.append({"node": node_dir_name(camid), **info})
         evaluator = tmp / EVALUATOR_DIR
         evaluator.mkdir()
-        _eval_table(query).to_csv(evaluator / "query.csv", index=False)
-        _eval_table(gallery).to_csv(evaluator / "gallery.csv", index=False)
+        for split, table in tests.items():
+            table.to_csv(evaluator / f"{split}.csv", index=False)
         pd.DataFrame(
             [{"node": node_dir_name(t.camid), "camera": t.camid, "label": t.label, "pid": t.pid}
              for camid in sorted(cameras) for t in cameras[camid]]

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torchvision import models
 
+from dmnreid.reid.camera_bn import is_bn_statistic
+
 ARCHS = {
     "resnet18": (models.resnet18, models.ResNet18_Weights),
     "resnet34": (models.resnet34, models.ResNet34_Weights),
@@ -25,6 +27,7 @@ ARCHS = {
 }
 STEM_LAYERS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2")
 MIDDLE_LAYERS = ("layer3", "layer4")
+BN_MODES = ("shared", "camera")
 
 
 class WeightsError(FileNotFoundError):
@@ -96,19 +99,26 @@ def walking_prefixes(freeze_stem: bool) -> tuple[str, ...]:
     return ("middle.",) if freeze_stem else ("stem.", "middle.")
 
 
-def walking_state(model: ReidNet, freeze_stem: bool = True) -> OrderedDict[str, torch.Tensor]:
-    """Parameters and buffers (BN statistics included) of the walking part, detached copies."""
+def walking_state(model: ReidNet, freeze_stem: bool = True,
+                  bn_mode: str = "shared") -> OrderedDict[str, torch.Tensor]:
+    """Parameters and buffers of the walking part, detached copies.
+
+    ``bn_mode = "shared"``: BN running statistics travel with the weights. ``"camera"``: they
+    stay with each camera (:mod:`dmnreid.reid.camera_bn`), so only learned tensors travel.
+    """
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"bn-mode {bn_mode!r}: expected one of {list(BN_MODES)}")
     prefixes = walking_prefixes(freeze_stem)
     return OrderedDict(
-        (k, v.detach().clone()) for k, v in model.state_dict().items() if k.startswith(prefixes)
+        (k, v.detach().clone()) for k, v in model.state_dict().items()
+        if k.startswith(prefixes) and (bn_mode == "shared" or not is_bn_statistic(k))
     )
 
 
-def load_walking_state(
-    model: ReidNet, state: Mapping[str, torch.Tensor], freeze_stem: bool = True
-) -> None:
+def load_walking_state(model: ReidNet, state: Mapping[str, torch.Tensor],
+                       freeze_stem: bool = True, bn_mode: str = "shared") -> None:
     """Load exactly the walking part; any missing or extra key is an error, not a silent skip."""
-    expected = set(walking_state(model, freeze_stem))
+    expected = set(walking_state(model, freeze_stem, bn_mode))
     got = set(state)
     if got != expected:
         missing, extra = sorted(expected - got)[:5], sorted(got - expected)[:5]

@@ -1,7 +1,9 @@
 """Model unification (paper 3.5): one model for every node after the incremental walk.
 
 ``pick-one``: every node adopts one node's model, chosen by seed (the paper's experiments).
-``average``: the element-wise mean of all nodes' models, BN running statistics included.
+``average``: the element-wise mean of all nodes' models: of their BN running statistics too
+with ``bn-mode = "shared"``; with ``"camera"`` the models carry none, so the weights are
+averaged and each camera goes on estimating its own statistics.
 """
 
 from __future__ import annotations

@@ -1,0 +1,67 @@
+"""Evaluation by the server (``eval-mode = "server"``) or by the nodes (``"federated"``).
+
+Federated: every node embeds its own camera's query and gallery images (``query.embed``) and
+sends back only feature vectors with item, person and camera ids; the server ranks them. No
+test image is needed at the server, as in a deployed camera network. Both modes compute each
+camera's features with the same function on the same images, so they give the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from dmnreid.config import RunConfig
+from dmnreid.messages import (
+    CONFIG,
+    PAYLOAD,
+    WEIGHTS,
+    NodeError,
+    replies_by_node,
+    reply_content,
+    state_record,
+)
+from dmnreid.reid.evaluator import SPLITS, Evaluator, ItemFeatures, rank
+from dmnreid.reid.model import ReidNet, load_walking_state
+
+State = OrderedDict[str, torch.Tensor]
+
+
+def federated_embeddings(grid: Grid, nodes: list[tuple[int, int]], state: State,
+                         config: dict, timeout: float) -> dict[int, dict[str, ItemFeatures]]:
+    """Every node's query/gallery features under the walking weights ``state``."""
+    messages = [Message(RecordDict({WEIGHTS: state_record(state), CONFIG: ConfigRecord(config)}),
+                        dst_node_id=node, message_type="query.embed") for node, _ in nodes]
+    replies = replies_by_node(grid.send_and_receive(messages, timeout=timeout),
+                              [node for node, _ in nodes], "query.embed")
+    embedded = {}
+    for node, camera in nodes:
+        content = reply_content(replies[node], f"{node} (camera {camera})")
+        if PAYLOAD not in content:
+            raise NodeError(f"camera {camera} sent an embedding reply without features")
+        arrays = {k: a.numpy() for k, a in content[PAYLOAD].items()}
+        try:
+            embedded[camera] = {s: ItemFeatures.from_arrays(arrays, s) for s in SPLITS}
+        except ValueError as err:
+            raise NodeError(f"camera {camera}: malformed embedding ({err})") from err
+        foreign = {int(c) for s in SPLITS for c in embedded[camera][s].camids} - {camera}
+        if foreign:
+            raise NodeError(f"camera {camera} sent features of camera(s) {sorted(foreign)}")
+    return embedded
+
+
+def evaluate_state(state: State, cfg: RunConfig, model: ReidNet, evaluator: Evaluator | None,
+                   grid: Grid | None = None, nodes: list[tuple[int, int]] | None = None,
+                   config: dict | None = None) -> dict[str, float]:
+    """CMC/mAP of the walking weights ``state`` in the run's ``eval-mode`` and ``bn-mode``."""
+    if cfg.eval_mode == "federated":
+        if grid is None or nodes is None or config is None:
+            raise ValueError("federated evaluation needs the grid, the nodes and the config")
+        return rank(federated_embeddings(grid, nodes, state, config, cfg.node_timeout).values())
+    if evaluator is None:
+        raise ValueError("server-side evaluation needs the server's copy of the test images")
+    load_walking_state(model, state, cfg.freeze_stem, cfg.bn_mode)
+    return evaluator.evaluate(model, cfg.bn_mode, cfg.bn_adapt_images)
