@@ -107,11 +107,10 @@ def training_statistics(model: ReidNet, images: torch.Tensor, cfg: RunConfig, ho
     """What BN normalises with while a hop trains, in camera mode.
 
     ``bn-statistics = "update"``: the camera's own statistics (the frozen stem's too), then
-    each batch's. ``"frozen"``: the pretrained statistics, as loaded on every node from the
-    same weights file, never re-estimated; the camera's own statistics serve wherever
-    features are used (memory bank, evaluation), i.e. AdaBN per camera. Re-estimating them at
-    every hop and then freezing them during training was measured to drift: the weights learn
-    against statistics that the next node replaces, and retrieval falls after about 9 hops.
+    each batch's. ``"frozen"``: the weights file's statistics, the same on every node; the
+    camera's own serve wherever features are used (memory bank, evaluation). Freezing
+    per-hop camera estimates instead drifted (README): each node replaces the statistics the
+    previous one trained against.
     """
     if cfg.bn_statistics == "update":
         own_statistics(model, images, cfg, hop)

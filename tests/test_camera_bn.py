@@ -10,15 +10,12 @@ import pytest
 import torch
 
 from dmnreid.config import ConfigError, RunConfig
-from dmnreid.data_prep.datasets import read_dataset
 from dmnreid.data_prep.partition import (
     EVALUATOR_DIR,
     load_node,
     read_test_tables,
-    write_partition,
 )
 from dmnreid.data_prep.records import DatasetError
-from dmnreid.data_prep.synthetic import SyntheticConfig, generate
 from dmnreid.node import embed_own_tests, memory_bank, training_images, walk_hop
 from dmnreid.reid.camera_bn import (
     adaptation_subset,
@@ -39,6 +36,7 @@ from dmnreid.reid.evaluator import (
 from dmnreid.reid.images import normalise
 from dmnreid.reid.model import build_model, load_walking_state, walking_state
 from dmnreid.reid.train import extract_features
+from tests.tiny_data import tiny_partition
 
 CFG = RunConfig(image_height=32, image_width=16, pretrained_weights="none",
                 bn_statistics="update", local_epochs=1, batch_size=8, bn_mode="camera",
@@ -164,11 +162,7 @@ def test_items_pool_their_frames_and_camera_mode_changes_the_features():
 
 @pytest.fixture(scope="module")
 def partition(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cbn")
-    generate(root / "syn", SyntheticConfig(cameras=3, train_ids=6, test_ids=4, distractors=0,
-                                           junk=0), progress=False)
-    write_partition(read_dataset("synthetic", root / "syn"), root / "parts", progress=False)
-    return root / "parts"
+    return tiny_partition(tmp_path_factory.mktemp("cbn"), cameras=3, test_ids=4)
 
 
 def test_each_node_holds_its_cameras_test_images_numbered_as_the_evaluators(partition: Path):

@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from dmnreid.config import RunConfig
-from dmnreid.data_prep.datasets import read_dataset
-from dmnreid.data_prep.partition import load_node, write_partition
-from dmnreid.data_prep.synthetic import SyntheticConfig, generate
+from dmnreid.data_prep.partition import load_node
 from dmnreid.node import (
     Targets,
     load_model_copy,
@@ -22,6 +20,7 @@ from dmnreid.node import (
 )
 from dmnreid.reid.model import build_model, walking_state
 from dmnreid.reid.train import extract_features
+from tests.tiny_data import tiny_partition
 
 CFG = RunConfig(image_height=32, image_width=16, pretrained_weights="none",
                 bn_statistics="update", local_epochs=1, batch_size=8, bn_mode="shared")
@@ -29,11 +28,7 @@ CFG = RunConfig(image_height=32, image_width=16, pretrained_weights="none",
 
 @pytest.fixture(scope="module")
 def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("n")
-    generate(root / "syn", SyntheticConfig(cameras=2, train_ids=6, test_ids=2, distractors=0,
-                                           junk=0), progress=False)
-    write_partition(read_dataset("synthetic", root / "syn"), root / "parts", progress=False)
-    return root / "parts" / "camera-01"
+    return tiny_partition(tmp_path_factory.mktemp("n"), cameras=2, test_ids=2) / "camera-01"
 
 
 def test_memory_bank_is_the_normalised_sum_of_frame_features(node_dir: Path):

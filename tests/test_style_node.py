@@ -9,10 +9,8 @@ import pytest
 import torch
 
 from dmnreid.config import RunConfig
-from dmnreid.data_prep.datasets import read_dataset
-from dmnreid.data_prep.partition import load_node, write_partition
+from dmnreid.data_prep.partition import load_node
 from dmnreid.data_prep.records import DatasetError
-from dmnreid.data_prep.synthetic import SyntheticConfig, generate
 from dmnreid.node import training_images
 from dmnreid.reid.images import cached_decode
 from dmnreid.style.node_transfer import (
@@ -23,6 +21,7 @@ from dmnreid.style.node_transfer import (
     translated_frames,
 )
 from dmnreid.style.training import train_cyclegan
+from tests.tiny_data import tiny_partition
 
 CFG = RunConfig(image_height=32, image_width=16, style_height=32, style_width=24,
                 style_iterations=12, style_batch_size=2, style_generator_filters=8,
@@ -32,11 +31,7 @@ CFG = RunConfig(image_height=32, image_width=16, style_height=32, style_width=24
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("style-node")
-    generate(root / "syn", SyntheticConfig(cameras=3, train_ids=6, test_ids=2, distractors=0,
-                                           junk=0), progress=False)
-    write_partition(read_dataset("synthetic", root / "syn"), root / "parts", progress=False)
-    return root / "parts"
+    return tiny_partition(tmp_path_factory.mktemp("style-node"), cameras=3, test_ids=2)
 
 
 def test_a_node_translates_its_frames_and_reports_only_numbers(parts: Path):
