@@ -50,9 +50,10 @@ class RunDir:
         return cls(path)
 
     @classmethod
-    def resume(cls, path: Path) -> RunDir:
+    def resume(cls, path: Path, key: str = "resume-from") -> RunDir:
+        """Reopen a run directory; ``key`` names the setting that pointed here, for errors."""
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"resume-from {path}: not a run directory (no config.json)")
+            raise FileNotFoundError(f"{key} {path}: not a run directory (no config.json)")
         return cls(path)
 
     def has_checkpoint(self) -> bool:

@@ -295,7 +295,7 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
 def reevaluate(grid: Grid, cfg: RunConfig) -> dict[str, float]:
     """Score a finished run's final model again under this call's ``bn-mode``, ``eval-mode``
     and ``bn-adapt-images``; nothing is trained. Appends to the run's re-evaluations.jsonl."""
-    run = RunDir.resume(Path(cfg.evaluate_run).expanduser())
+    run = RunDir.resume(Path(cfg.evaluate_run).expanduser(), "evaluate-run")
     saved = RunConfig.from_mapping(run.read_json("config.json"))
     state, info = run.load_final_model()
     if info.get("bn-mode") == "camera" and cfg.bn_mode == "shared":

@@ -36,6 +36,7 @@ from dmnreid.reid.evaluator import (
 from dmnreid.reid.images import normalise
 from dmnreid.reid.model import build_model, load_walking_state, walking_state
 from dmnreid.reid.train import extract_features
+from dmnreid.server_app import reevaluate
 from tests.tiny_data import tiny_partition
 
 CFG = RunConfig(image_height=32, image_width=16, pretrained_weights="none",
@@ -234,3 +235,11 @@ def test_with_frozen_statistics_a_camera_mode_hop_trains_as_a_shared_one(partiti
                       walking_state(model), hop=1)
     assert set(camera.state) == set(without_bn_statistics(shared.state))
     assert all(torch.equal(v, shared.state[k]) for k, v in camera.state.items())
+
+
+def test_evaluate_run_names_what_is_missing(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match=r"evaluate-run .*not a run directory"):
+        reevaluate(None, RunConfig(evaluate_run=str(tmp_path)))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"no final model.*resume-from"):
+        reevaluate(None, RunConfig(evaluate_run=str(tmp_path)))
