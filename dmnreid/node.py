@@ -103,19 +103,6 @@ def own_statistics(model: ReidNet, images: torch.Tensor, cfg: RunConfig, seed: i
         estimate_bn_statistics(model, images, cfg.bn_adapt_images, seed)
 
 
-def training_statistics(model: ReidNet, images: torch.Tensor, cfg: RunConfig, hop: int) -> None:
-    """What BN normalises with while a hop trains, in camera mode.
-
-    ``bn-statistics = "update"``: the camera's own statistics (the frozen stem's too), then
-    each batch's. ``"frozen"``: the weights file's statistics, the same on every node; the
-    camera's own serve wherever features are used (memory bank, evaluation). Freezing
-    per-hop camera estimates instead drifted (README): each node replaces the statistics the
-    previous one trained against.
-    """
-    if cfg.bn_statistics == "update":
-        own_statistics(model, images, cfg, hop)
-
-
 def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
              state: Mapping[str, torch.Tensor], hop: int,
              targets: Targets | None = None) -> HopResult:
@@ -132,7 +119,11 @@ def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
         num_classes = targets.num_classes
     model = _model(cfg, weights, num_classes, state)
     digest = stem_digest(model)  # as built from the weights file, before any local statistic
-    training_statistics(model, images, cfg, hop)
+    # bn-statistics = frozen trains under the weights file's statistics, the same on every
+    # node (camera statistics re-estimated per hop and then frozen drifted, see README);
+    # update starts from this camera's own and then follows the batches
+    if cfg.bn_statistics == "update":
+        own_statistics(model, images, cfg, hop)
     if targets.head is not None:
         model.head.load_state_dict(dict(targets.head))
     stats = train_local(model, images, labels, TrainConfig(

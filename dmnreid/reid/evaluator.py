@@ -78,8 +78,7 @@ class ItemFeatures:
 
 def embed_items(model: ReidNet, frames: SplitFrames) -> ItemFeatures:
     """L2-normalised frame features averaged per item, items in ascending order."""
-    items, index = np.unique(frames.items, return_inverse=True)
-    firsts = np.unique(index, return_index=True)[1]
+    items, firsts, index = np.unique(frames.items, return_index=True, return_inverse=True)
     if len(items) == 0:
         features = np.zeros((0, model.feature_dim), dtype=np.float32)
     else:
@@ -124,18 +123,19 @@ class Evaluator:
     def __init__(self, partition_dir: Path, height: int, width: int,
                  progress: bool = False) -> None:
         folder = partition_dir / EVALUATOR_DIR
-        self.frames = {}
+        frames = {}
         for split in SPLITS:
             table = pd.read_csv(folder / f"{split}.csv")
-            self.frames[split] = SplitFrames.read(table, list(table["frame"]), height, width,
-                                                 folder / "cache", split, progress)
-        self.cameras = sorted({int(c) for f in self.frames.values() for c in f.camids})
+            frames[split] = SplitFrames.read(table, list(table["frame"]), height, width,
+                                             folder / "cache", split, progress)
+        cameras = sorted({int(c) for f in frames.values() for c in f.camids})
+        # split once: every evaluation embeds camera by camera, as the nodes would
+        self.cameras = {c: {s: frames[s].of_camera(c) for s in SPLITS} for c in cameras}
 
     def embed(self, model: ReidNet, bn_mode: str, adapt_images: int
               ) -> dict[int, dict[str, ItemFeatures]]:
-        return {c: embed_camera(model, self.frames["query"].of_camera(c),
-                                self.frames["gallery"].of_camera(c), bn_mode, adapt_images)
-                for c in self.cameras}
+        return {c: embed_camera(model, split["query"], split["gallery"], bn_mode, adapt_images)
+                for c, split in self.cameras.items()}
 
     def evaluate(self, model: ReidNet, bn_mode: str = "shared",
                  adapt_images: int = 0) -> dict[str, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import fields
 from logging import INFO
 from pathlib import Path
 
@@ -35,18 +36,9 @@ DONE = "done.json"
 
 def style_config(cfg: RunConfig) -> StyleConfig:
     """The CycleGAN settings of a run."""
-    return StyleConfig(
-        iterations=cfg.style_iterations, batch_size=cfg.style_batch_size,
-        height=cfg.style_height, width=cfg.style_width,
-        generator_filters=cfg.style_generator_filters,
-        generator_blocks=cfg.style_generator_blocks,
-        discriminator_filters=cfg.style_discriminator_filters,
-        discriminator_layers=cfg.style_discriminator_layers,
-        lr_generator=cfg.style_lr_generator, lr_discriminator=cfg.style_lr_discriminator,
-        cycle_weight=cfg.style_cycle_weight, identity_weight=cfg.style_identity_weight,
-        pool_size=cfg.style_pool_size, seed=cfg.seed,
-        checkpoint_every=max(1, min(100, cfg.style_iterations // 10)),
-    )
+    own = {"seed": cfg.seed, "checkpoint_every": max(1, min(100, cfg.style_iterations // 10))}
+    return StyleConfig(**own, **{f.name: getattr(cfg, f"style_{f.name}")
+                                 for f in fields(StyleConfig) if f.name not in own})
 
 
 def needs_style(data: NodeData, cfg: RunConfig) -> bool:
