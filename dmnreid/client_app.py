@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
+from dmnreid.checks import TrainingDiverged
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import load_node
 from dmnreid.memory.protocol import (
@@ -37,6 +40,7 @@ from dmnreid.messages import (
     arrays_record,
     audit_mod,
     record_state,
+    required,
     state_record,
 )
 from dmnreid.node import (
@@ -60,6 +64,10 @@ def _config(msg: Message) -> ConfigRecord:
     if not isinstance(record, ConfigRecord):
         raise ValueError(f"{msg.metadata.message_type} message without a config record")
     return record
+
+
+def _setting(msg: Message, key: str, kind: type[int] | type[str] = int) -> int | str:
+    return required(_config(msg), key, kind, msg.metadata.message_type)
 
 
 def _run_config(msg: Message) -> RunConfig:
@@ -136,15 +144,22 @@ def walk(msg: Message, context: Context) -> Message:
     targets = None
     if incremental and CLASSES in msg.content:
         head = msg.content.get(HEAD)
+        classes = _arrays(msg, CLASSES)
+        if "classes" not in classes:
+            raise ValueError("train.walk message: the classes record has no 'classes' array")
         targets = Targets(
-            classes=_arrays(msg, CLASSES)["classes"].numpy().astype(np.int64),
-            num_classes=int(config["num-classes"]),
+            classes=classes["classes"].numpy(),
+            num_classes=_setting(msg, "num-classes"),
             head=record_state(head) if isinstance(head, ArrayRecord) else None,
         )
-    result = walk_hop(directory, cfg, _weights_file(msg), record_state(_arrays(msg, WEIGHTS)),
-                      int(config["hop"]), targets)
+    hop = _setting(msg, "hop")
+    try:
+        result = walk_hop(directory, cfg, _weights_file(msg),
+                          record_state(_arrays(msg, WEIGHTS)), hop, targets)
+    except TrainingDiverged as err:  # no weights go back: the server keeps the last good ones
+        return _reply(msg, {"diverged": 1, "diverged-step": err.step})
     if incremental:  # every node keeps its own copy for unification (paper 3.5)
-        save_model_copy(directory, str(config["run-key"]), result.state)
+        save_model_copy(directory, _setting(msg, "run-key", str), result.state)
     records = {WEIGHTS: state_record(result.state)}
     if targets is not None and cfg.incremental_head == "travel":
         records[HEAD] = state_record(result.head)
@@ -164,13 +179,17 @@ def memory(msg: Message, context: Context) -> Message:
     cfg = _run_config(msg)
     directory = _directory(msg, context)
     bank = memory_bank(directory, cfg, _weights_file(msg), record_state(_arrays(msg, WEIGHTS)))
-    save_memory_bank(directory, str(_config(msg)["run-key"]), bank)
+    save_memory_bank(directory, _setting(msg, "run-key", str), bank)
     return _reply(msg, {"memories": int(bank.shape[0]), "dim": int(bank.shape[1])},
                   memory=arrays_record({"features": bank}))
 
 
-def _payload(msg: Message) -> tuple[dict[str, np.ndarray], GlobalIds]:
+def _payload(msg: Message, needed: Iterable[str]) -> tuple[dict[str, np.ndarray], GlobalIds]:
+    """The round's arrays and the gid encoding; every array the round needs present."""
     arrays = {k: a.numpy() for k, a in _arrays(msg, PAYLOAD).items()}
+    missing = sorted({*needed, "ids_cameras", "ids_sizes"} - set(arrays))
+    if missing:
+        raise ValueError(f"{msg.metadata.message_type} payload without {missing}")
     return arrays, GlobalIds.from_arrays(arrays)
 
 
@@ -187,10 +206,12 @@ def _pairs_reply(msg: Message, pairs: Pairs, **metrics: int) -> Message:
 @app.query("top1")
 def top1(msg: Message, context: Context) -> Message:
     """Mutual top-1 edges between this camera and every later camera (paper 3.3)."""
-    arrays, ids = _payload(msg)
+    arrays, ids = _payload(msg, ("features", "cameras", "labels"))
     directory, camera = _camera(msg, context)
-    bank = load_memory_bank(directory, str(_config(msg)["run-key"]))
+    bank = load_memory_bank(directory, _setting(msg, "run-key", str))
     limit = float(_config(msg).get("max-distance", 0.0))
+    if not math.isfinite(limit) or limit < 0:
+        raise ValueError(f"query.top1 message: max-distance {limit} is not a finite number >= 0")
     edges = node_top1(camera, bank, arrays["features"], arrays["cameras"], arrays["labels"],
                       ids, limit or None)
     return _pairs_reply(msg, edges)
@@ -199,17 +220,17 @@ def top1(msg: Message, context: Context) -> Message:
 @app.query("triangle")
 def triangle(msg: Message, context: Context) -> Message:
     """This camera's edges that pass the triangle relation with threshold alpha."""
-    arrays, ids = _payload(msg)
+    arrays, ids = _payload(msg, TrianglePayload(Pairs.empty(), Pairs.empty()).to_arrays())
     _, camera = _camera(msg, context)
     kept = node_triangle(camera, TrianglePayload.from_arrays(arrays),
-                         int(_config(msg)["alpha"]), ids)
+                         _setting(msg, "alpha"), ids)
     return _pairs_reply(msg, kept)
 
 
 @app.query("flood")
 def flood(msg: Message, context: Context) -> Message:
     """One flooding step: merge the neighbours' sets into this camera's memories' sets."""
-    arrays, ids = _payload(msg)
+    arrays, ids = _payload(msg, FloodPayload(*(Pairs.empty(),) * 3).to_arrays())
     _, camera = _camera(msg, context)
     reply = node_flood(camera, FloodPayload.from_arrays(arrays), ids)
     return _reply(msg, {"changed": int(reply.changed)},
@@ -219,7 +240,7 @@ def flood(msg: Message, context: Context) -> Message:
 @app.query("weights")
 def weights(msg: Message, context: Context) -> Message:
     """This node's own copy of the model, for unification."""
-    state = load_model_copy(_directory(msg, context), str(_config(msg)["run-key"]))
+    state = load_model_copy(_directory(msg, context), _setting(msg, "run-key", str))
     return _reply(msg, {"layers": len(state)}, **{WEIGHTS: state_record(state)})
 
 

@@ -6,6 +6,8 @@ that build a config without Flower get the same run as ``flwr run .``.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
@@ -23,6 +25,87 @@ CHOICES = {
     "flood_reach": ("edges", "sets"),
     "memory_features": ("plain", "centred"),
     "style_use": ("translated", "both"),
+}
+
+
+MAX_SYNTHETIC_IDS = 9999
+MAX_IMAGE_SIDE = 1024
+RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key allows: finite, within [low, high] (``open_low/high``:
+    the bound itself excluded). ``str`` says it the way an error message needs it."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    why: str = ""
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.open_low and value == self.low)):
+            return False
+        return self.high is None or (value < self.high or (not self.open_high
+                                                            and value == self.high))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            text = f"{'>' if self.open_low else '>='} {_number(self.low)}"
+        else:
+            text = (f"in {'(' if self.open_low else '['}{_number(self.low)}, "
+                    f"{_number(self.high)}{')' if self.open_high else ']'}")
+        return f"a finite number {text}" + (f" ({self.why})" if self.why else "")
+
+
+def _number(value: float | None) -> str:
+    return str(int(value)) if value is not None and float(value).is_integer() else f"{value}"
+
+
+AT_LEAST_ONE = Range(1)
+NON_NEGATIVE = Range(0)
+IMAGE_SIDE = Range(16, MAX_IMAGE_SIDE, why="the ResNet halves the image five times; larger "
+                   "images do not fit a batch in memory")
+RANGES = {
+    "target_camera": AT_LEAST_ONE,
+    "synthetic_cameras": Range(2, 99, why="re-identification is across cameras"),
+    "synthetic_train_ids": AT_LEAST_ONE,
+    "synthetic_test_ids": AT_LEAST_ONE,
+    "synthetic_style_strength": Range(0, 1, why="0 no camera gap, 1 strong"),
+    "image_height": IMAGE_SIDE,
+    "image_width": IMAGE_SIDE,
+    "source_ids": Range(1, MAX_SYNTHETIC_IDS - 1),
+    "source_epochs": AT_LEAST_ONE,
+    "style_iterations": AT_LEAST_ONE,
+    "style_batch_size": AT_LEAST_ONE,
+    "style_height": Range(4, MAX_IMAGE_SIDE),
+    "style_width": Range(4, MAX_IMAGE_SIDE),
+    "style_generator_filters": Range(1, 256, why="the reference uses 64"),
+    "style_generator_blocks": Range(1, 32, why="the reference uses 9"),
+    "style_discriminator_filters": Range(1, 256, why="the reference uses 64"),
+    "style_discriminator_layers": Range(1, 6, why="the reference uses 3"),
+    "style_lr_generator": NON_NEGATIVE,
+    "style_lr_discriminator": NON_NEGATIVE,
+    "style_cycle_weight": NON_NEGATIVE,
+    "style_identity_weight": NON_NEGATIVE,
+    "style_pool_size": NON_NEGATIVE,
+    "walk_hops": AT_LEAST_ONE,
+    "local_epochs": AT_LEAST_ONE,
+    "batch_size": Range(2, why="BatchNorm needs two images"),
+    "lr_head": NON_NEGATIVE,
+    "lr_backbone": NON_NEGATIVE,
+    "momentum": Range(0, 1, open_high=True),
+    "weight_decay": NON_NEGATIVE,
+    "seed": Range(0, 2**32 - 1),
+    "alpha": NON_NEGATIVE,
+    "top1_max_distance": Range(0, why="a squared L2 distance; 0 = no limit"),
+    "incremental_hops": NON_NEGATIVE,
+    "recluster_every": NON_NEGATIVE,
+    "eval_every": AT_LEAST_ONE,
+    "node_timeout": Range(0, open_low=True, why="seconds"),
 }
 
 
@@ -127,28 +210,22 @@ class RunConfig:
         return {self.key(k): v for k, v in asdict(self).items()}
 
     def validate(self) -> None:
+        """Refuse every value a run could not use, naming the key and what it allows.
+
+        Runs before anything is written, so a typo costs nothing; checks that need the data
+        (does ``target-camera`` exist?) happen as soon as the data is known.
+        """
         for name, options in CHOICES.items():
             if getattr(self, name) not in options:
                 raise ConfigError(f"{self.key(name)} = {getattr(self, name)!r}; expected one of "
                                   f"{list(options)}")
-        positive = ("walk_hops", "local_epochs", "batch_size", "image_height", "image_width",
-                    "eval_every", "synthetic_cameras", "synthetic_train_ids",
-                    "synthetic_test_ids", "source_ids", "source_epochs", "style_iterations",
-                    "style_batch_size", "style_generator_filters", "style_generator_blocks",
-                    "style_discriminator_filters", "style_discriminator_layers")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{self.key(name)} must be >= 1, got {getattr(self, name)}")
-        if min(self.alpha, self.incremental_hops, self.top1_max_distance,
-               self.recluster_every) < 0:
-            raise ConfigError("alpha, incremental-hops, top1-max-distance and recluster-every "
-                              "must be >= 0")
+        for name, allowed in RANGES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{self.key(name)} = {value!r}: must be {allowed}")
         if self.bn_adapt_images == 1 or self.bn_adapt_images < 0:
             raise ConfigError(f"bn-adapt-images = {self.bn_adapt_images}: BN statistics need "
                               "at least 2 images (0 = all of a camera's images)")
-        if min(self.style_lr_generator, self.style_lr_discriminator, self.style_cycle_weight,
-               self.style_identity_weight, self.style_pool_size) < 0:
-            raise ConfigError("style learning rates, loss weights and pool size must be >= 0")
         smallest = 3 * 2 ** self.style_discriminator_layers  # a non-empty PatchGAN output
         for name in ("style_height", "style_width"):
             size = getattr(self, name)
@@ -157,13 +234,31 @@ class RunConfig:
                     f"{self.key(name)} = {size}: the CycleGAN needs a multiple of 4 (two "
                     f"downsamplings) and, with style-discriminator-layers = "
                     f"{self.style_discriminator_layers}, at least {smallest}")
-        if self.batch_size < 2:
-            raise ConfigError("batch-size must be >= 2 (BatchNorm needs two images)")
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Settings that are fine alone but not together."""
         if self.dataset != "synthetic" and not self.data_root:
             raise ConfigError(
                 f"dataset = {self.dataset!r} needs data-root, the folder holding the dataset, "
                 f"e.g. --run-config \"dataset='{self.dataset}' data-root='/data/{self.dataset}'\""
             )
+        if self.dataset == "synthetic":
+            if self.target_camera > self.synthetic_cameras:
+                raise ConfigError(
+                    f"target-camera = {self.target_camera}: the synthetic network has cameras "
+                    f"1..{self.synthetic_cameras} (synthetic-cameras)")
+            if self.synthetic_train_ids + self.synthetic_test_ids > MAX_SYNTHETIC_IDS:
+                raise ConfigError(
+                    f"synthetic-train-ids + synthetic-test-ids = "
+                    f"{self.synthetic_train_ids + self.synthetic_test_ids}: at most "
+                    f"{MAX_SYNTHETIC_IDS} identities (Market-style 4-digit person ids)")
+        if self.evaluate_run and self.resume_from:
+            raise ConfigError("evaluate-run and resume-from both set: evaluate-run scores a "
+                              "finished run, resume-from continues an unfinished one; set one")
+        if self.run_name and not RUN_NAME.fullmatch(self.run_name):
+            raise ConfigError(f"run-name = {self.run_name!r}: use letters, digits, '.', '_' "
+                              "and '-' only, not starting with '.' (it names a folder)")
 
 
 def _coerce(key: str, value: Any, kind: Any) -> Any:

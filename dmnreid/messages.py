@@ -89,6 +89,21 @@ def ask_nodes(grid: Grid, nodes: Iterable[tuple[int, int]], message_type: str, c
             for node, camera in nodes}
 
 
+def required(config: Mapping[str, object], key: str, kind: type[int] | type[str],
+             message_type: str) -> int | str:
+    """A value a message must carry in its config, or a ValueError naming the message type
+    and the key (a node receiving a malformed message says what is wrong, not KeyError)."""
+    value = config.get(key)
+    usable = isinstance(value, str) if kind is str else (
+        isinstance(value, (int, float)) and not isinstance(value, bool)
+        and float(value).is_integer())
+    if not usable:
+        raise ValueError(f"{message_type} message: config {key!r} is "
+                         f"{'missing' if value is None else repr(value)}; expected "
+                         f"{'an integer' if kind is int else 'a string'}")
+    return kind(value)
+
+
 def describe(content: RecordDict) -> dict:
     """A JSON-friendly description of everything in a message, values of scalars included."""
     out: dict = {}

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from dmnreid.atomic import save_torch
+from dmnreid.checks import check_state
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import NodeData, load_node, read_partition, read_test_tables
 from dmnreid.data_prep.records import DatasetError
@@ -103,6 +104,19 @@ def own_statistics(model: ReidNet, images: torch.Tensor, cfg: RunConfig, seed: i
         estimate_bn_statistics(model, images, cfg.bn_adapt_images, seed)
 
 
+def check_classes(classes: np.ndarray, tracklets: int, num_classes: int) -> None:
+    """An incremental hop's targets: one global class in [0, num_classes) per local tracklet."""
+    classes = np.asarray(classes)
+    if classes.ndim != 1 or classes.dtype.kind not in "iu":
+        raise ValueError(f"global classes must be a 1-D integer array, got {classes.dtype} "
+                         f"{classes.shape}")
+    if len(classes) != tracklets:
+        raise ValueError(f"{len(classes)} global classes sent for {tracklets} local tracklets")
+    if len(classes) and (classes.min() < 0 or classes.max() >= num_classes):
+        raise ValueError(f"global classes range over [{classes.min()}, {classes.max()}], "
+                         f"outside the head's [0, {num_classes}) (num-classes)")
+
+
 def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
              state: Mapping[str, torch.Tensor], hop: int,
              targets: Targets | None = None) -> HopResult:
@@ -112,9 +126,7 @@ def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
     targets = targets or Targets()
     num_classes = data.num_classes
     if targets.classes is not None:
-        if len(targets.classes) != data.num_classes:
-            raise ValueError(f"{len(targets.classes)} global classes sent for "
-                             f"{data.num_classes} local tracklets")
+        check_classes(targets.classes, data.num_classes, targets.num_classes)
         labels = torch.as_tensor(targets.classes, dtype=torch.long)[labels]
         num_classes = targets.num_classes
     model = _model(cfg, weights, num_classes, state)
@@ -125,6 +137,7 @@ def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
     if cfg.bn_statistics == "update":
         own_statistics(model, images, cfg, hop)
     if targets.head is not None:
+        check_state(targets.head, "travelling head", like=model.head.state_dict())
         model.head.load_state_dict(dict(targets.head))
     stats = train_local(model, images, labels, TrainConfig(
         epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr_head=cfg.lr_head,

@@ -47,9 +47,10 @@ def prepare_partitions(cfg: RunConfig, progress: bool = False) -> Path:
     else:
         tag = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
         out = cache_home() / "partitions" / f"{cfg.dataset}-{tag}-target{cfg.target_camera}"
-    out.parent.mkdir(parents=True, exist_ok=True)
     log(INFO, "Node folders: %s (written on first use)", out)
     # a cached partition from an older format is rewritten; a user's folder is only reported
     write_partition(read_dataset(cfg.dataset, root), out, target_camera=cfg.target_camera,
-                    seed=0, force=not cfg.partitions_dir, progress=progress)
+                    seed=0, force=not cfg.partitions_dir, progress=progress,
+                    out_name="partitions-dir", target_name="target-camera",
+                    force_name="--force to `python -m dmnreid.data_prep partition`")
     return out

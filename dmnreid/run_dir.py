@@ -19,17 +19,31 @@ import json
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from dmnreid.atomic import save_torch, write_bytes
+from dmnreid.checks import StateError, check_state
 
 CHECKPOINT = "checkpoints/latest.pt"
 FINAL_MODEL = "checkpoints/final.pt"
 WALKING_JSON = "walking.json"
 REEVALUATIONS = "re-evaluations.jsonl"
+
+
+def _load(path: Path) -> dict:
+    """A saved checkpoint or model; a damaged file is named, not a torch traceback."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for a damaged file
+        raise StateError(f"{path} is damaged or not a checkpoint ({type(err).__name__}); "
+                         "this run cannot continue from it") from None
+    if not isinstance(data, dict):
+        raise StateError(f"{path}: not a checkpoint of this project")
+    return data
 
 
 class RunDir:
@@ -90,17 +104,33 @@ class RunDir:
 
     def save_checkpoint(self, state: OrderedDict[str, torch.Tensor], info: dict,
                         head: OrderedDict[str, torch.Tensor] | None = None) -> None:
-        """Walking weights (and a travelling head) after a hop, with where the run stood."""
+        """Walking weights (and a travelling head) after a hop, with where the run stood.
+
+        A non-finite state is refused (StateError): it would replace the last good one."""
+        check_state(state, "checkpoint weights")
+        if head is not None:
+            check_state(head, "checkpoint head")
         save_torch({"state": state, "head": head, "info": info}, self.path / CHECKPOINT)
 
-    def load_checkpoint(self) -> tuple[OrderedDict[str, torch.Tensor], dict,
-                                       OrderedDict[str, torch.Tensor] | None]:
-        data = torch.load(self.path / CHECKPOINT, map_location="cpu", weights_only=True)
-        head = OrderedDict(data["head"]) if data.get("head") is not None else None
-        return OrderedDict(data["state"]), data["info"], head
+    def load_checkpoint(self, like: Mapping[str, torch.Tensor]
+                        ) -> tuple[OrderedDict[str, torch.Tensor], dict,
+                                   OrderedDict[str, torch.Tensor] | None]:
+        """The last checkpoint, checked to be finite walking weights of the model ``like``."""
+        path = self.path / CHECKPOINT
+        data = _load(path)
+        try:
+            state = OrderedDict(data["state"])
+            check_state(state, f"{path}", like=like)
+            head = OrderedDict(data["head"]) if data.get("head") is not None else None
+            if head is not None:
+                check_state(head, f"{path} (head)")
+            return state, dict(data["info"]), head
+        except (KeyError, TypeError) as err:
+            raise StateError(f"{path}: not a checkpoint of this project ({err})") from None
 
     def save_final_model(self, state: OrderedDict[str, torch.Tensor], info: dict) -> None:
         """The model the run ends with (after unification), for use and re-evaluation."""
+        check_state(state, "final model")
         save_torch({"state": state, "info": info}, self.path / FINAL_MODEL)
 
     def load_final_model(self) -> tuple[OrderedDict[str, torch.Tensor], dict]:
@@ -108,8 +138,13 @@ class RunDir:
         if not path.is_file():
             raise FileNotFoundError(f"{self.path} has no final model ({FINAL_MODEL}): the run "
                                     "has not finished; continue it with resume-from first")
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        return OrderedDict(data["state"]), data["info"]
+        data = _load(path)
+        try:
+            state = OrderedDict(data["state"])
+            check_state(state, f"{path}")
+            return state, dict(data["info"])
+        except (KeyError, TypeError) as err:
+            raise StateError(f"{path}: not a final model of this project ({err})") from None
 
     def write_metrics(self, metrics: dict[str, dict]) -> None:
         """metrics.json as given, metrics.csv as one row per stage."""

@@ -19,7 +19,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from dmnreid.config import ConfigError, RunConfig
+from dmnreid.checks import StateError, check_state
+from dmnreid.config import ConfigError, RunConfig, defaults
 from dmnreid.data_prep.partition import read_partition
 from dmnreid.messages import (
     CLASSES,
@@ -41,6 +42,7 @@ from dmnreid.reid.evaluator import Evaluator
 from dmnreid.reid.model import (
     ReidNet,
     build_model,
+    new_head,
     resolve_weights,
     stem_digest,
     walking_state,
@@ -49,26 +51,44 @@ from dmnreid.reid.pretrain import ensure_source_weights
 from dmnreid.run_dir import REEVALUATIONS, WALKING_JSON, RunDir
 from dmnreid.strategies.clustering import cluster_phase
 from dmnreid.strategies.evaluation import evaluate_state
-from dmnreid.strategies.random_walk import Hop, State, hop_order, walk
+from dmnreid.strategies.random_walk import Hop, SkippedHop, State, hop_order, walk
 from dmnreid.strategies.style import style_phase
 from dmnreid.strategies.unification import average_states, pick_one
 
 app = ServerApp()
+DEFAULTS = defaults()
 
 
-def open_run(cfg: RunConfig) -> tuple[RunConfig, RunDir]:
-    """A new run directory, or the one named by ``resume-from`` with its saved config."""
+def resolve_config(cfg: RunConfig) -> RunConfig:
+    """The run's settings: these, or with ``resume-from`` the saved ones of that run.
+
+    Nothing is written here: a setting that cannot be used stops the run before any run
+    directory exists.
+    """
+    if not cfg.resume_from:
+        return cfg
+    run = RunDir.resume(Path(cfg.resume_from).expanduser())
+    saved = RunConfig.from_mapping({**run.read_json("config.json"),
+                                    "resume-from": cfg.resume_from})
+    ignored = sorted(k for k, v in cfg.to_mapping().items()
+                     if k != "resume-from" and v != DEFAULTS[k] and v != saved.to_mapping()[k])
+    if ignored:
+        log(WARNING, "resume-from continues with the run's saved settings; ignoring %s",
+            ", ".join(f"{k} = {cfg.to_mapping()[k]!r}" for k in ignored))
+    return saved
+
+
+def open_run(cfg: RunConfig) -> RunDir:
+    """A new run directory, or the one named by ``resume-from``."""
     if cfg.resume_from:
-        run = RunDir.resume(Path(cfg.resume_from))
-        saved = run.read_json("config.json")
-        cfg = RunConfig.from_mapping({**saved, "resume-from": cfg.resume_from})
+        run = RunDir.resume(Path(cfg.resume_from).expanduser())
         log(INFO, "Resuming %s", run.path)
-        return cfg, run
+        return run
     output = Path(cfg.output_dir).expanduser() if cfg.output_dir else Path.cwd() / "outputs"
     run = RunDir.create(output.resolve(), cfg.run_name or f"{cfg.dataset}-{cfg.arch}")
     run.write_json("config.json", cfg.to_mapping())
     log(INFO, "Run directory: %s", run.path)
-    return cfg, run
+    return run
 
 
 def pretrained_file(cfg: RunConfig) -> Path | None:
@@ -91,8 +111,10 @@ def discover_nodes(grid: Grid, partitions: Path, timeout: float) -> list[tuple[i
     if len(node_ids) < len(cameras):
         raise NodeError(
             f"{len(cameras)} cameras need {len(cameras)} nodes, only {len(node_ids)} connected "
-            f"within {timeout:.0f} s (simulation: --federation-config "
-            f"\"num-supernodes={len(cameras)}\")")
+            f"within node-timeout = {timeout:g} s. In simulation, give the federation one "
+            f"SuperNode per camera (--federation-config \"num-supernodes={len(cameras)}\"); "
+            "in deployment, start one flower-supernode per camera, or raise node-timeout if "
+            "they are still starting")
     messages = [Message(RecordDict({CONFIG: ConfigRecord({"partition-dir": str(partitions)})}),
                         dst_node_id=n, message_type="query.info") for n in node_ids]
     replies = replies_by_node(grid.send_and_receive(messages, timeout=timeout), node_ids,
@@ -167,20 +189,25 @@ class Session:
 
 def walk_phase(session: Session, phase: str, state: State, order: list[int], start: int,
                offset: int, payload=None, head: State | None = None,
-               stop: int | None = None) -> tuple[State, State | None]:
+               stop: int | None = None, head_like: State | None = None
+               ) -> tuple[State, State | None]:
     """Run hops ``start..stop-1`` of a walk (the first, or the incremental one) with records,
-    checkpoints and evaluations."""
+    checkpoints and evaluations; a travelling head must look like ``head_like``."""
     cfg, run = session.cfg, session.run
     server_stem = stem_digest(session.model)
 
-    def after_hop(hop: Hop, new_state: State, new_head: State | None) -> None:
-        if hop.stem_digest != server_stem:
+    def after_hop(hop: Hop | SkippedHop, new_state: State, new_head: State | None) -> None:
+        if isinstance(hop, SkippedHop):
+            log(WARNING, "%s hop %d/%d camera %d skipped, the walk keeps the last good "
+                "weights: %s", phase, hop.hop + 1, len(order), hop.camera, hop.skipped)
+        elif hop.stem_digest != server_stem:
             raise NodeError(f"camera {hop.camera} trained with a stem that differs from the "
                             "server's: every node needs the same pretrained-weights file")
+        else:
+            log(INFO, "%s hop %d/%d camera %d: loss %.3f acc %.2f, %d images in %.1f s, "
+                "%.1f MB each way", phase, hop.hop + 1, len(order), hop.camera, hop.loss,
+                hop.accuracy, hop.images, hop.seconds, hop.bytes_sent / 1e6)
         run.append("hops.jsonl", hop.__dict__)
-        log(INFO, "%s hop %d/%d camera %d: loss %.3f acc %.2f, %d images in %.1f s, "
-            "%.1f MB each way", phase, hop.hop + 1, len(order), hop.camera, hop.loss,
-            hop.accuracy, hop.images, hop.seconds, hop.bytes_sent / 1e6)
         done = hop.hop + 1
         if done % cfg.eval_every == 0 and done < len(order):
             session.evaluate(new_state, phase, offset + done)
@@ -190,7 +217,7 @@ def walk_phase(session: Session, phase: str, state: State, order: list[int], sta
 
     config = {**session.base_config, "phase": phase}
     return walk(session.grid, session.nodes, state, order[:stop], start, config,
-                cfg.node_timeout, after_hop, payload, head)
+                cfg.node_timeout, after_hop, payload, head, head_like)
 
 
 def incremental_payload(session: Session, classes: dict[int, np.ndarray] | None):
@@ -208,27 +235,51 @@ def incremental_payload(session: Session, classes: dict[int, np.ndarray] | None)
     return payload
 
 
-def unify_phase(session: Session, visited: list[int]) -> State:
-    """Pick one node's model or average all of them (each node's own copy, fetched)."""
+def unify_phase(session: Session, visited: list[int], state: State) -> State:
+    """Pick one node's model or average all of them (each node's own copy, fetched).
+
+    A copy that is not a finite model of the walking layers is left out and recorded; when
+    none is left, the model stays the walk's last good weights ``state``.
+    """
     cfg = session.cfg
     chosen = [pick_one(visited, cfg.seed)] if cfg.unify == "pick-one" else sorted(visited)
     replies = ask_nodes(session.grid, [(n, c) for n, c in session.nodes if c in chosen],
                         "query.weights", session.base_config, cfg.node_timeout)
-    states = [record_state(replies[c][WEIGHTS]) for c in chosen]
-    log(INFO, "Unified (%s) over camera(s) %s", cfg.unify, chosen)
-    session.run.write_json("unification.json", {"mode": cfg.unify, "cameras": chosen})
-    return states[0] if cfg.unify == "pick-one" else average_states(states)
+    states, rejected = {}, {}
+    for camera in chosen:
+        try:
+            copy = record_state(replies[camera][WEIGHTS]) if WEIGHTS in replies[camera] \
+                else None
+            check_state(copy or {}, f"camera {camera}'s model copy", like=state)
+            states[camera] = copy
+        except StateError as err:
+            rejected[camera] = str(err)
+            log(WARNING, "Unification leaves out %s", err)
+    record = {"mode": cfg.unify, "cameras": sorted(states)}
+    if rejected:
+        record["rejected"] = {str(c): why for c, why in rejected.items()}
+    if not states:
+        record["fallback"] = "the walk's last good weights"
+        log(WARNING, "No usable model copy: the final model is the walk's last good weights")
+    log(INFO, "Unified (%s) over camera(s) %s", cfg.unify, sorted(states))
+    session.run.write_json("unification.json", record)
+    if not states:
+        return state
+    return average_states(list(states.values())) if cfg.unify == "average" else \
+        next(iter(states.values()))
 
 
 def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
-    cfg, run = open_run(cfg)
+    # everything that can refuse the settings or the data comes before the run directory
+    cfg = resolve_config(cfg)
     partitions = prepare_partitions(cfg)
     weights = pretrained_file(cfg)
+    model = build_model(cfg.arch, weights, 1, cfg.freeze_stem)
     nodes = discover_nodes(grid, partitions, cfg.node_timeout)
     log(INFO, "%d nodes, cameras %s", len(nodes), [c for _, c in nodes])
+    run = open_run(cfg)
     session = Session(
-        grid=grid, cfg=cfg, run=run, nodes=nodes,
-        model=build_model(cfg.arch, weights, 1, cfg.freeze_stem),
+        grid=grid, cfg=cfg, run=run, nodes=nodes, model=model,
         evaluator=server_evaluator(cfg, partitions),
         base_config=node_settings(cfg, partitions, run, weights),
         metrics=run.read_json("metrics.json"),
@@ -238,7 +289,7 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
         style_phase(grid, nodes, cfg, session.base_config, run, partitions, session.model)
     state, head, info = walking_state(session.model, cfg.freeze_stem, cfg.bn_mode), None, {}
     if cfg.resume_from and run.has_checkpoint():
-        state, info, head = run.load_checkpoint()
+        state, info, head = run.load_checkpoint(like=state)
         run.truncate_lines("hops.jsonl", int(info["lines"]))
         run.truncate_lines("evaluations.jsonl", int(info["evaluations"]))
         log(INFO, "Resuming after %s hop %d", info["phase"], info["hop"] + 1)
@@ -272,14 +323,17 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
                 head = head if start > first else None  # a new clustering, a new head
             num_classes = (max(int(c.max()) for c in classes.values()) + 1) if classes else 0
             session.base_config["num-classes"] = num_classes
+            head_like = new_head(session.model.feature_dim, num_classes).state_dict() \
+                if classes and cfg.incremental_head == "travel" else None
             state, head = walk_phase(session, "incremental", state, inc_order,
                                      max(start, first), len(order),
-                                     incremental_payload(session, classes), head, stop)
+                                     incremental_payload(session, classes), head, stop,
+                                     head_like)
         hops = len(order) + len(inc_order)
         if "incremental" not in session.metrics:
             session.metrics["incremental"] = session.evaluate(state, "incremental", hops)
         visited = sorted({nodes[i][1] for i in inc_order})
-        state = unify_phase(session, visited)
+        state = unify_phase(session, visited, state)
         session.metrics["final"] = session.evaluate(state, "final", hops)
     else:
         session.metrics["final"] = session.metrics["walk"]

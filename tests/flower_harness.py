@@ -104,13 +104,14 @@ class FlowerLink:
                               capture_output=True, text=True, timeout=timeout)
 
     def start_run(self, run_config: dict[str, object], supernodes: int | None = None,
-                  stream: bool = True) -> tuple[int, str]:
-        """``flwr run .``; with ``stream`` it returns when the run has ended.
+                  stream: bool = True, app: Path = PROJECT) -> tuple[int, str]:
+        """``flwr run .`` (or another Flower ``app`` folder); with ``stream`` it returns when
+        the run has ended.
 
         ``supernodes`` sets the simulated federation's size (simulation only).
         """
         overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
-        args = ["run", ".", "--run-config", overrides]
+        args = ["run", str(app), "--run-config", overrides]
         if supernodes is not None:
             args += ["--federation-config", f"num-supernodes={supernodes}"]
         result = self._flwr(*args, *(["--stream"] if stream else []))

@@ -117,3 +117,25 @@ def test_weights_are_never_downloaded(tmp_path: Path, monkeypatch: pytest.Monkey
     (tmp_path / "bad.pth").write_bytes(b"garbage")
     with pytest.raises(WeightsError, match=r"bad\.pth"):
         build_model("resnet18", tmp_path / "bad.pth")
+
+
+def test_a_file_that_is_not_weights_is_named_without_unsafe_advice(tmp_path: Path):
+    for name, data in (("garbage.pth", b"garbage"), ("empty.pth", b"")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(WeightsError) as err:
+            build_model("resnet18", tmp_path / name)
+        message = str(err.value)
+        assert f"{name} is not a weights file" in message and "state dict" in message
+        assert "weights_only" not in message and err.value.__cause__ is None
+    pickled = tmp_path / "object.pth"
+    torch.save({"model": object()}, pickled)  # arbitrary objects are never unpickled
+    with pytest.raises(WeightsError, match=r"object\.pth is not a weights file"):
+        build_model("resnet18", pickled)
+
+
+def test_non_finite_pretrained_weights_are_refused(tmp_path: Path):
+    state = models.resnet18(weights=None).state_dict()
+    state["layer3.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(WeightsError, match=r"nan.pth: non-finite .*layer3.0.conv1.weight"):
+        build_model("resnet18", tmp_path / "nan.pth")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from dmnreid.checks import StateError, TrainingDiverged
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import load_node
 from dmnreid.node import (
     Targets,
+    check_classes,
     load_model_copy,
     memory_bank,
     save_model_copy,
@@ -78,3 +81,37 @@ def test_model_copy_roundtrip(node_dir: Path):
         load_model_copy(node_dir, "run-2")
     with pytest.raises(ValueError, match="bad run key"):
         save_model_copy(node_dir, "../escape", state)
+
+
+def test_a_diverging_hop_says_so_instead_of_returning_weights(node_dir: Path):
+    state = walking_state(build_model(CFG.arch, None))
+    reckless = RunConfig(**{**CFG.__dict__, "lr_head": 1e30, "lr_backbone": 1e30})
+    with pytest.raises(TrainingDiverged, match="training diverged at step"):
+        walk_hop(node_dir, reckless, None, state, 0)
+
+
+def test_a_node_refuses_weights_it_cannot_use(node_dir: Path):
+    state = walking_state(build_model(CFG.arch, None))
+    broken = OrderedDict(state)
+    key = next(k for k in broken if k.endswith("conv1.weight"))
+    broken[key] = broken[key].clone().fill_(float("nan"))
+    with pytest.raises(StateError, match=rf"walking weights: non-finite .* in {key}"):
+        walk_hop(node_dir, CFG, None, broken, 0)
+    with pytest.raises(StateError, match=r"missing \["):
+        memory_bank(node_dir, CFG, None, {k: v for k, v in state.items() if "layer4" not in k})
+    tracklets = load_node(node_dir).num_classes
+    head = build_model(CFG.arch, None, 4).head.state_dict()
+    with pytest.raises(StateError, match="travelling head: wrong shape"):
+        walk_hop(node_dir, CFG, None, state, 0, Targets(np.zeros(tracklets, np.int64), 5, head))
+
+
+@pytest.mark.parametrize(("classes", "match"), [
+    (np.array([0, 1, 5]), r"range over \[0, 5\], outside the head's \[0, 5\) \(num-classes\)"),
+    (np.array([-1, 0, 1]), "outside the head's"),
+    (np.array([0.0, 1.0, 2.0]), "1-D integer array"),
+    (np.array([[0, 1, 2]]), "1-D integer array"),
+    (np.array([0, 1]), "2 global classes sent for 3 local tracklets"),
+])
+def test_global_classes_must_fit_the_tracklets_and_the_head(classes, match):
+    with pytest.raises(ValueError, match=match):
+        check_classes(classes, tracklets=3, num_classes=5)

@@ -13,20 +13,11 @@ from dmnreid.data_prep import partition as partition_module
 from dmnreid.data_prep.datasets import read_dataset
 from dmnreid.data_prep.partition import load_node, read_partition, write_partition
 from dmnreid.data_prep.records import DatasetError, ReidDataset, Sample
-from dmnreid.data_prep.synthetic import SyntheticConfig, generate
 from dmnreid.data_prep.tracklets import sample_tracklets
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "real-reid-samples"
 needs_samples = pytest.mark.skipif(not SHARED.is_dir(),
                                    reason=f"real dataset samples absent ({SHARED})")
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("syn") / "net"
-    generate(root, SyntheticConfig(cameras=3, train_ids=10, test_ids=6, distractors=3, junk=1),
-             progress=False)
-    return root
 
 
 def image_samples() -> list[Sample]:
@@ -159,11 +150,12 @@ def test_bad_partition_requests(synthetic_root: Path, tmp_path: Path):
 
 
 def test_missing_files_need_consent(tmp_path: Path):
-    img = tmp_path / "a.jpg"
+    (tmp_path / "data").mkdir()
+    img = tmp_path / "data" / "a.jpg"
     Image.new("RGB", (8, 16)).save(img)
     train = [Sample((str(img),), 1, 1), Sample((str(img),), 2, 2)]
-    ds = ReidDataset("x", tmp_path, False, train, [Sample((str(img),), 3, 1)],
-                     [Sample((str(img),), 3, 2)], {"train": [str(tmp_path / "gone.jpg")]})
+    ds = ReidDataset("x", tmp_path / "data", False, train, [Sample((str(img),), 3, 1)],
+                     [Sample((str(img),), 3, 2)], {"train": [str(img.with_name("gone.jpg"))]})
     with pytest.raises(DatasetError, match="--allow-missing"):
         write_partition(ds, tmp_path / "p", progress=False)
     meta = write_partition(ds, tmp_path / "p", allow_missing=True, progress=False)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as tf
 
+from dmnreid.checks import TrainingDiverged, non_finite
 from dmnreid.style.losses import (
     adversarial_loss,
     cycle_loss,
@@ -296,3 +297,19 @@ def test_resumed_training_equals_uninterrupted(domains, tmp_path: Path) -> None:
         train_cyclegan(a.flip(0), b, cfg, path)
     _, same = train_cyclegan(a, b, StyleConfig(**{**cfg.__dict__, "checkpoint_every": 5}), path)
     assert same.resumed_from == 8  # the checkpoint interval does not change the result
+
+
+def test_a_diverging_cyclegan_stops_before_a_broken_checkpoint(domains, tmp_path: Path) -> None:
+    a, b = domains[0][:8], domains[1][:8]
+    cfg = StyleConfig(**{**TINY.__dict__, "iterations": 20, "batch_size": 2,
+                         "checkpoint_every": 1, "lr_generator": 1e30,
+                         "lr_discriminator": 1e30})
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(TrainingDiverged, match="CycleGAN losses") as err:
+        train_cyclegan(a, b, cfg, path)
+    assert 1 <= err.value.step < 20
+    if path.is_file():  # every checkpoint kept is one of finite networks
+        saved = torch.load(path, weights_only=True)
+        assert saved["iteration"] < err.value.step
+        for network in saved["networks"].values():
+            assert not non_finite(network)

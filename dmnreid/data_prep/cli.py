@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 from dmnreid.data_prep.datasets import DATASETS, read_dataset
-from dmnreid.data_prep.partition import write_partition
+from dmnreid.data_prep.partition import META, write_partition
 from dmnreid.data_prep.records import SPLITS, DatasetError
 from dmnreid.data_prep.summary import summarise
 from dmnreid.data_prep.synthetic import SyntheticConfig, generate
@@ -44,6 +45,10 @@ def _partition(args: argparse.Namespace) -> None:
           f"(target camera {meta['target_camera']}):")
     for node in meta["nodes"]:
         print(f"  {node['node']}: {node['tracklets']} tracklets, {node['images']} images")
+    skipped = meta.get("skipped_corrupt", [])
+    if skipped:
+        print(f"warning: {len(skipped)} unreadable image(s) left out (--skip-corrupt); "
+              f'listed under "skipped_corrupt" in {args.out / META}', file=sys.stderr)
 
 
 def _synthetic(args: argparse.Namespace) -> None:
@@ -82,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("partition", help="write one node folder per camera plus the evaluator")
     dataset_args(p)
-    p.add_argument("--out", required=True, type=Path, help="folder to create")
+    p.add_argument("--out", required=True, type=Path,
+                   help="folder to create (or an empty one), outside the dataset folder")
     p.add_argument("--target-camera", type=int, default=1,
                    help="camera whose style every node learns to imitate (default 1)")
     p.add_argument("--seed", type=int, default=0,
@@ -92,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-corrupt", action="store_true",
                    help="leave out unreadable images instead of stopping")
     p.add_argument("--force", action="store_true",
-                   help="replace an existing --out made with other settings")
+                   help="replace an existing --out made with other settings, or damaged; only "
+                   "a folder holding nothing but a partition is ever replaced")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_partition)
 
@@ -122,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # partitioning reports leftovers of killed runs it removes as warnings: one line each
+    logging.basicConfig(format="note: %(message)s")
     try:
         args.func(args)
     except DatasetError as err:

@@ -2,7 +2,10 @@
 
 Layout written under ``out``::
 
-    partition.json                 dataset, seed, target camera, node list (written last)
+    partition.json                 dataset, seed, target camera, node list, and the manifest's
+                                   file count and sha256 (written last)
+    manifest.csv                   path,bytes of every other file the partition wrote (relative
+                                   posix path, size), so a reused partition is checked whole
     camera-01/ camera-02/ ...      one folder per camera = per Flower node
         node.json                  camera id, counts, target camera
         tracklets.csv              tracklet, label, frame (path relative to the node folder)
@@ -16,14 +19,22 @@ Layout written under ``out``::
         query.csv, gallery.csv     item, pid, camid, frame (absolute path)
         train_identities.csv       ground truth of the training tracklets, for diagnostics only
 
-Everything is written into a hidden sibling folder and renamed into place at the end, so an
-interrupted run never leaves a folder that looks complete.
+Runs later add ``cache/``, ``style/`` and ``runs/`` inside node folders and ``cache/`` inside
+``evaluator/``; the manifest check ignores them.
+
+Everything is written into the hidden sibling ``.{name}.partial-{pid}`` and swapped into place
+at the end (one atomic exchange on Linux), so an interrupted run never leaves a folder that looks
+complete, and a replaced partition stays whole until the new one is in place. A partition is
+reused only when its settings match and every file in its manifest is there with its size.
+``force`` replaces only a folder that is recognisably a partition (partition.json and nothing but
+partition entries at its top level), never the dataset or a folder around it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +43,18 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from dmnreid.data_prep.folder_swap import hidden_sibling, remove_leftovers, swap_in
+from dmnreid.data_prep.manifest import MANIFEST, manifest_damage, write_manifest
 from dmnreid.data_prep.records import DatasetError, ReidDataset, Sample
 from dmnreid.data_prep.tracklets import Tracklet, sample_tracklets
 
-FORMAT_VERSION = 2  # 2: node folders hold their camera's query/gallery (test/)
+FORMAT_VERSION = 3  # 2: node folders hold their camera's query/gallery (test/); 3: manifest
+META = "partition.json"
 EVALUATOR_DIR = "evaluator"
 TEST_DIR = "test"
 TEST_SPLITS = ("query", "gallery")
+NODE_DIR = re.compile(r"camera-\d{2,}")
+SHOWN = 5  # how many names an error lists before "and N more"
 
 
 def node_dir_name(camid: int) -> str:
@@ -181,13 +197,102 @@ def _settings(dataset: ReidDataset, target_camera: int, seed: int) -> dict:
 
 def read_partition(out: Path) -> dict:
     """The ``partition.json`` of a complete partition; DatasetError if there is none."""
-    meta = Path(out) / "partition.json"
-    if not meta.is_file():
+    meta_path = Path(out) / META
+    if not meta_path.is_file():
         raise DatasetError(
-            f"{out}: not a complete partition (no partition.json); "
+            f"{out}: not a complete partition (no {META}); "
             "run `python -m dmnreid.data_prep partition` to create it"
         )
-    return json.loads(meta.read_text())
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise DatasetError(
+            f"{meta_path}: damaged, not JSON ({err}); expected the JSON object that "
+            "`python -m dmnreid.data_prep partition` writes"
+        ) from err
+    if not isinstance(meta, dict) or not isinstance(meta.get("nodes"), list):
+        raise DatasetError(
+            f'{meta_path}: damaged; expected a JSON object with a "nodes" list, as '
+            "`python -m dmnreid.data_prep partition` writes it"
+        )
+    return meta
+
+
+def _few(names: list[str]) -> str:
+    """The first few of a list for an error message, so huge lists stay readable."""
+    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more
+
+
+def _check_out(dataset: ReidDataset, out: Path, out_name: str) -> None:
+    """Refuse an ``out`` that overlaps the dataset (replacing it would delete the dataset) or
+    is a file (it cannot become a folder)."""
+    real, root = out.resolve(), Path(dataset.root).resolve()
+    overlap = ("is" if real == root else "lies inside" if root in real.parents
+               else "contains" if real in root.parents else None)
+    if overlap:
+        raise DatasetError(
+            f"{out_name} {out} {overlap} the dataset folder {root}; choose a folder outside "
+            f"the dataset for {out_name}"
+        )
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out_name} {out} is a file, not a folder; choose another {out_name}")
+
+
+def _not_ours(out: Path) -> str | None:
+    """Why ``out`` is not recognisably a partition (None if it is): only such a folder may be
+    replaced, so --force never deletes a user's files."""
+    names = sorted(os.listdir(out))
+    foreign = [n for n in names
+               if n not in (META, MANIFEST, EVALUATOR_DIR) and not NODE_DIR.fullmatch(n)]
+    if foreign:
+        return f"it holds {_few(foreign)}, which a partition never has"
+    if META not in names:
+        return f"it has no {META}"
+    return None
+
+
+def _reusable(out: Path, settings: dict, force: bool, out_name: str,
+              force_name: str) -> dict | None:
+    """The existing partition at ``out`` if it is whole and made with ``settings``; None if it
+    may be replaced; DatasetError when replacing it needs --force or would delete foreign
+    files."""
+    try:
+        existing = read_partition(out)
+    except DatasetError as err:
+        why = str(err)
+    else:
+        if {k: existing.get(k) for k in settings} != settings:
+            why = (f"{out} already exists and is not a partition made with these settings "
+                   f"(format {FORMAT_VERSION})")
+        else:
+            damage = manifest_damage(out, existing.get("manifest"), META)
+            if not damage:
+                return existing
+            why = (f"{out}: the partition is incomplete or damaged, {len(damage)} file(s) "
+                   f"missing or changed: {_few(damage)}")
+    not_ours = _not_ours(out)
+    if not_ours:
+        raise DatasetError(
+            f"{out} is not a partition written by dmnreid ({not_ours}), so it is never "
+            f"replaced, not even with {force_name}; choose another {out_name}, or empty it")
+    if not force:
+        raise DatasetError(f"{why}; choose another {out_name} or pass {force_name} to "
+                           "replace it")
+    return None
+
+
+def _hidden_folder(place: Path, out: Path, out_name: str) -> Path:
+    """The hidden sibling the partition is written into; DatasetError when ``out``'s parent
+    cannot be created or written."""
+    tmp = hidden_sibling(place, "partial")
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as err:
+        raise DatasetError(
+            f"{out_name} {out}: cannot create a folder there ({err.strerror}: {err.filename})"
+        ) from err
+    return tmp
 
 
 def write_partition(
@@ -200,23 +305,28 @@ def write_partition(
     on_corrupt: str = "error",
     force: bool = False,
     progress: bool = True,
+    out_name: str = "--out",
+    target_name: str = "--target-camera",
+    force_name: str = "--force",
 ) -> dict:
     """Write one node folder per camera plus the evaluator folder; return partition.json.
 
-    An existing complete partition made with the same settings is reused as is.
+    An existing partition made with the same settings is reused when every file of its
+    manifest is there; ``force`` replaces one made with other settings, or damaged, but only
+    a folder that is recognisably a partition. An empty folder is written into. Leftovers of
+    killed runs next to ``out`` are removed (logged as warnings). ``out_name``,
+    ``target_name`` and ``force_name`` are how error messages name the three settings (the
+    CLI's flags by default).
     """
     out = Path(out)
+    _check_out(dataset, out, out_name)
+    place = out.resolve()  # renames act on the real folder, not on a link to it
+    remove_leftovers(place)
     settings = _settings(dataset, target_camera, seed)
-    if out.exists():
-        if (out / "partition.json").is_file():
-            existing = read_partition(out)
-            if {k: existing.get(k) for k in settings} == settings:
-                return existing
-        if not force:
-            raise DatasetError(
-                f"{out} already exists and is not a partition made with these settings "
-                f"(format {FORMAT_VERSION}); choose another --out or pass --force to replace it"
-            )
+    if out.exists() and any(out.iterdir()):
+        existing = _reusable(out, settings, force, out_name, force_name)
+        if existing is not None:
+            return existing
     missing = {split: paths for split, paths in dataset.missing.items() if paths}
     if missing and not allow_missing:
         detail = "; ".join(f"{split}: {len(p)} (e.g. {p[0]})" for split, p in missing.items())
@@ -224,13 +334,32 @@ def write_partition(
             f"{dataset.root}: files named by the {dataset.name} metadata are absent ({detail}). "
             "Complete the dataset, or pass --allow-missing to partition what is present."
         )
+    tmp = _hidden_folder(place, out, out_name)
+    try:
+        meta = _write_into(tmp, dataset, settings, on_corrupt, progress, target_name)
+        meta["missing"] = {k: len(v) for k, v in missing.items()}
+        meta["manifest"] = write_manifest(tmp)
+        (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        swap_in(tmp, place)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def _write_into(tmp: Path, dataset: ReidDataset, settings: dict, on_corrupt: str,
+                progress: bool, target_name: str) -> dict:
+    """Check the images, sample tracklets and write every folder into ``tmp``; returns the
+    partition.json contents so far (settings, nodes, skipped images)."""
+    target_camera = settings["target_camera"]
     all_frames = sorted({f for split in (dataset.train, dataset.query, dataset.gallery)
                          for s in split for f in s.frames})
     bad = _check_images(all_frames, on_corrupt, progress)
     train = _without(dataset.train, bad)
     query, gallery = _without(dataset.query, bad), _without(dataset.gallery, bad)
     cameras = sample_tracklets(
-        ReidDataset(dataset.name, dataset.root, dataset.video, train, query, gallery), seed
+        ReidDataset(dataset.name, dataset.root, dataset.video, train, query, gallery),
+        settings["seed"],
     )
     test_cameras = {s.camid for s in query + gallery}
     empty = sorted(test_cameras - set(cameras))
@@ -241,42 +370,27 @@ def write_partition(
         )
     if target_camera not in cameras:
         raise DatasetError(
-            f"--target-camera {target_camera} has no training images; "
+            f"{target_name} {target_camera} has no training images; "
             f"cameras with training data: {sorted(cameras)}"
         )
-
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        tests = {"query": _eval_table(query), "gallery": _eval_table(gallery)}
-        nodes = []
-        for camid in tqdm(sorted(cameras), desc="writing nodes", disable=not progress):
-            info = _write_node(
-                tmp / node_dir_name(camid), cameras[camid], cameras[target_camera], target_camera
-            )
-            _write_node_tests(tmp / node_dir_name(camid),
-                              {k: t[t["camid"] == camid] for k, t in tests.items()})
-            nodes.append({"node": node_dir_name(camid), **info})
-        evaluator = tmp / EVALUATOR_DIR
-        evaluator.mkdir()
-        for split, table in tests.items():
-            table.to_csv(evaluator / f"{split}.csv", index=False)
-        pd.DataFrame(
-            [{"node": node_dir_name(t.camid), "camera": t.camid, "label": t.label, "pid": t.pid}
-             for camid in sorted(cameras) for t in cameras[camid]]
-        ).to_csv(evaluator / "train_identities.csv", index=False)
-        meta = {**settings, "nodes": nodes, "skipped_corrupt": sorted(bad),
-                "missing": {k: len(v) for k, v in missing.items()}}
-        (tmp / "partition.json").write_text(json.dumps(meta, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return meta
+    tests = {"query": _eval_table(query), "gallery": _eval_table(gallery)}
+    nodes = []
+    for camid in tqdm(sorted(cameras), desc="writing nodes", disable=not progress):
+        info = _write_node(
+            tmp / node_dir_name(camid), cameras[camid], cameras[target_camera], target_camera
+        )
+        _write_node_tests(tmp / node_dir_name(camid),
+                          {k: t[t["camid"] == camid] for k, t in tests.items()})
+        nodes.append({"node": node_dir_name(camid), **info})
+    evaluator = tmp / EVALUATOR_DIR
+    evaluator.mkdir()
+    for split, table in tests.items():
+        table.to_csv(evaluator / f"{split}.csv", index=False)
+    pd.DataFrame(
+        [{"node": node_dir_name(t.camid), "camera": t.camid, "label": t.label, "pid": t.pid}
+         for camid in sorted(cameras) for t in cameras[camid]]
+    ).to_csv(evaluator / "train_identities.csv", index=False)
+    return {**settings, "nodes": nodes, "skipped_corrupt": sorted(bad)}
 
 
 def load_node(node_dir: Path | str) -> NodeData:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torchvision import models
 
+from dmnreid.checks import check_state, non_finite
 from dmnreid.reid.camera_bn import is_bn_statistic
 
 ARCHS = {
@@ -117,13 +118,9 @@ def walking_state(model: ReidNet, freeze_stem: bool = True,
 
 def load_walking_state(model: ReidNet, state: Mapping[str, torch.Tensor],
                        freeze_stem: bool = True, bn_mode: str = "shared") -> None:
-    """Load exactly the walking part; any missing or extra key is an error, not a silent skip."""
-    expected = set(walking_state(model, freeze_stem, bn_mode))
-    got = set(state)
-    if got != expected:
-        missing, extra = sorted(expected - got)[:5], sorted(got - expected)[:5]
-        raise ValueError(f"walking weights do not match the model: missing {missing}, "
-                         f"unexpected {extra}")
+    """Load exactly the walking part: the same keys, shapes and dtypes as the model's, all
+    finite (a StateError otherwise, never a silent skip or a NaN model)."""
+    check_state(state, "walking weights", like=walking_state(model, freeze_stem, bn_mode))
     model.load_state_dict(dict(state), strict=False)
 
 
@@ -155,7 +152,13 @@ def load_backbone_weights(model: ReidNet, source: Path) -> None:
     try:
         raw = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several unrelated types for a damaged file
-        raise WeightsError(f"{source}: not a readable PyTorch weights file ({err})") from err
+        # torch's own message suggests weights_only=False: unsafe, and no help for a file
+        # that is not a state dict of tensors
+        raise WeightsError(
+            f"{source} is not a weights file: PyTorch cannot read it as a state dict of tensors "
+            f"({type(err).__name__}). Expected a torchvision ResNet state dict (.pth), "
+            "e.g. torchvision's ImageNet file or one saved with torch.save(model.state_dict())"
+        ) from None
     state = _backbone_state(raw, source)
     mapped = {}
     for key, value in state.items():
@@ -172,6 +175,9 @@ def load_backbone_weights(model: ReidNet, source: Path) -> None:
             f"{source} does not fit a {model.arch}: missing {missing[:5]}, "
             f"wrong shape {wrong[:5]}"
         )
+    broken = non_finite({k: mapped[k] for k in own})
+    if broken:
+        raise WeightsError(f"{source}: non-finite values (NaN or infinity) in {broken[:5]}")
     model.load_state_dict(mapped, strict=False)
 
 

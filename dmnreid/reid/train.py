@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dmnreid.checks import TrainingDiverged, non_finite
 from dmnreid.reid.images import augment, normalise, train_augmentation
 from dmnreid.reid.model import ReidNet
 
@@ -49,6 +50,8 @@ def train_local(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg:
     """Train ``model`` in place on uint8 images with labels; returns mean loss and accuracy.
 
     ``on_epoch`` receives the epoch index and the running statistics (for progress output).
+    Stops with TrainingDiverged at the first non-finite loss, or when the trained weights
+    hold a NaN or an infinity.
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -62,6 +65,7 @@ def train_local(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg:
     model.train()
     start = time.perf_counter()
     total_loss = correct = seen = 0.0
+    step = 0
     for epoch in range(cfg.epochs):
         order = torch.from_numpy(rng.permutation(len(images)))
         for begin in range(0, len(order), cfg.batch_size):
@@ -71,6 +75,9 @@ def train_local(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg:
             x, y = augment(images[idx], transform), labels[idx]
             logits = model(x)
             loss = criterion(logits, y)
+            step += 1
+            if not bool(torch.isfinite(loss)):
+                raise TrainingDiverged(step, f"loss {float(loss)} in epoch {epoch + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -79,6 +86,9 @@ def train_local(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg:
             seen += len(idx)
         if on_epoch is not None:
             on_epoch(epoch, _stats(total_loss, correct, seen, start))
+    broken = non_finite(model.state_dict())
+    if broken:
+        raise TrainingDiverged(step, f"non-finite weights in {broken[:3]}")
     return _stats(total_loss, correct, seen, start)
 
 

@@ -14,6 +14,7 @@ import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from dmnreid.checks import check_features
 from dmnreid.config import RunConfig
 from dmnreid.messages import (
     CONFIG,
@@ -38,6 +39,7 @@ def federated_embeddings(grid: Grid, nodes: list[tuple[int, int]], state: State,
     replies = replies_by_node(grid.send_and_receive(messages, timeout=timeout),
                               [node for node, _ in nodes], "query.embed")
     embedded = {}
+    model_width = None  # every camera's features must have the first camera's dimension
     for node, camera in nodes:
         content = reply_content(replies[node], f"{node} (camera {camera})")
         if PAYLOAD not in content:
@@ -45,8 +47,12 @@ def federated_embeddings(grid: Grid, nodes: list[tuple[int, int]], state: State,
         arrays = {k: a.numpy() for k, a in content[PAYLOAD].items()}
         try:
             embedded[camera] = {s: ItemFeatures.from_arrays(arrays, s) for s in SPLITS}
-        except ValueError as err:
+            for split in SPLITS:
+                check_features(arrays[f"{split}-features"], f"{split} features",
+                               width=model_width)
+        except ValueError as err:  # StateError included
             raise NodeError(f"camera {camera}: malformed embedding ({err})") from err
+        model_width = embedded[camera]["query"].features.shape[1]
         foreign = {int(c) for s in SPLITS for c in embedded[camera][s].camids} - {camera}
         if foreign:
             raise NodeError(f"camera {camera} sent features of camera(s) {sorted(foreign)}")

@@ -20,6 +20,7 @@ import torch
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
+from dmnreid.checks import StateError, check_state
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import EVALUATOR_DIR, read_partition
 from dmnreid.messages import (
@@ -148,11 +149,15 @@ def style_phase(grid: Grid, nodes: list[tuple[int, int]], cfg: RunConfig, base_c
     generators = {}
     for camera, content in fetched.items():
         generator = ResnetGenerator(cfg.style_generator_filters, cfg.style_generator_blocks)
+        if WEIGHTS not in content:
+            raise NodeError(f"camera {camera}: generator reply without weights")
         try:
-            generator.load_state_dict(record_state(content[WEIGHTS]))
-        except (KeyError, RuntimeError) as err:
+            received = record_state(content[WEIGHTS])
+            check_state(received, "generator", like=generator.state_dict())
+        except StateError as err:
             raise NodeError(f"camera {camera} sent a generator that does not fit the run's "
                             f"style settings: {err}") from err
+        generator.load_state_dict(received)
         generators[camera] = generator
     gaps = measure_gaps(generators, held_out_images(partitions, cfg), target, model, cfg,
                         run.path / GRID)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ from torch.optim import Adam
 from torch.optim.lr_scheduler import LambdaLR
 
 from dmnreid.atomic import save_torch
+from dmnreid.checks import TrainingDiverged
 from dmnreid.style.losses import discriminator_objective, generator_objective
 from dmnreid.style.networks import (
     PatchDiscriminator,
@@ -255,7 +257,11 @@ def train_cyclegan(
     for done in range(start + 1, end + 1):
         real_a = _batch(images_a, rng, cfg.batch_size)
         real_b = _batch(images_b, rng, cfg.batch_size)
-        losses.append(gan.step(real_a, real_b))
+        terms = gan.step(real_a, real_b)
+        if not all(math.isfinite(v) for v in terms):  # never checkpoint or keep a broken GAN
+            raise TrainingDiverged(done, "CycleGAN losses " + ", ".join(
+                f"{k} {v}" for k, v in zip(TERMS, terms, strict=True)))
+        losses.append(terms)
         if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == end):
             _save_checkpoint(checkpoint, gan, rng, fingerprint, done, losses)
         if on_progress is not None and (done % report_every == 0 or done == cfg.iterations):
