@@ -1,4 +1,6 @@
-"""ClientApp: one handler per message type, each a thin adapter over :mod:`dmnreid.node`."""
+"""ClientApp: one handler per message type, each a thin adapter over :mod:`dmnreid.node`
+(training, embedding), :mod:`dmnreid.memory.protocol` (clustering) and
+:mod:`dmnreid.node_state` (what a node keeps between messages)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
-from dmnreid.checks import TrainingDiverged
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import load_node
 from dmnreid.memory.protocol import (
@@ -43,18 +44,11 @@ from dmnreid.messages import (
     required,
     state_record,
 )
-from dmnreid.node import (
-    Targets,
-    embed_own_tests,
-    load_memory_bank,
-    load_model_copy,
-    memory_bank,
-    node_dir,
-    save_memory_bank,
-    save_model_copy,
-    walk_hop,
-)
-from dmnreid.style.node_transfer import trained_generator, transfer_style
+from dmnreid.node_state import load_memory_bank, node_dir, save_memory_bank
+
+# Handlers that train or embed import torch and the model code inside (dmnreid.node,
+# dmnreid.node_weights, dmnreid.style.node_transfer): in deployment every message runs in a
+# fresh process, and the clustering rounds, which need none of it, start in a second, not ten.
 
 app = ClientApp(mods=[audit_mod])
 
@@ -89,9 +83,12 @@ def _directory(msg: Message, context: Context) -> Path:
     return directory
 
 
-def _weights_file(msg: Message) -> Path | None:
-    name = str(_config(msg).get("weights-file", ""))
-    return Path(name) if name else None
+def _weights_file(msg: Message, context: Context) -> Path | None:
+    """The run's pretrained weights on this node (its own copy, or the one the server sent)."""
+    from dmnreid.node_weights import node_weights_file
+
+    return node_weights_file(_directory(msg, context), context.node_config,
+                             _setting(msg, "weights-sha256", str))
 
 
 def _arrays(msg: Message, name: str) -> ArrayRecord:
@@ -116,12 +113,30 @@ def info(msg: Message, context: Context) -> Message:
                         "images": data.num_images})
 
 
+@app.query("pretrained")
+def pretrained(msg: Message, context: Context) -> Message:
+    """Whether this node holds the run's pretrained weights; stores them when they are sent.
+
+    Its own copy (node config ``weights-file``) must have the server's sha256.
+    """
+    from dmnreid.node_weights import holds_weights, own_copy, store_weights
+
+    directory = _directory(msg, context)
+    sha256 = _setting(msg, "weights-sha256", str)
+    sent = msg.content.get(WEIGHTS)
+    if isinstance(sent, ArrayRecord) and own_copy(context.node_config) is None:
+        store_weights(directory, sha256, record_state(sent))
+    return _reply(msg, {"held": int(holds_weights(directory, context.node_config, sha256))})
+
+
 @app.train("style")
 def style(msg: Message, context: Context) -> Message:
     """Train this node's CycleGAN and translate its frames (paper 3.1), all on its own disk.
 
     The reply holds only losses, counts and timings.
     """
+    from dmnreid.style.node_transfer import transfer_style
+
     cfg = _run_config(msg)
     return _reply(msg, transfer_style(load_node(_directory(msg, context)), cfg))
 
@@ -129,6 +144,8 @@ def style(msg: Message, context: Context) -> Message:
 @app.query("generator")
 def generator(msg: Message, context: Context) -> Message:
     """The trained generator's weights, for the server's held-out check of the translation."""
+    from dmnreid.style.node_transfer import trained_generator
+
     cfg = _run_config(msg)
     state = trained_generator(load_node(_directory(msg, context)), cfg).state_dict()
     return _reply(msg, {"layers": len(state)}, **{WEIGHTS: state_record(state)})
@@ -137,6 +154,9 @@ def generator(msg: Message, context: Context) -> Message:
 @app.train("walk")
 def walk(msg: Message, context: Context) -> Message:
     """A hop of the first walk (local labels) or of the incremental walk (global classes)."""
+    from dmnreid.checks import TrainingDiverged
+    from dmnreid.node import Targets, save_model_copy, walk_hop
+
     cfg = _run_config(msg)
     config = _config(msg)
     directory = _directory(msg, context)
@@ -154,7 +174,7 @@ def walk(msg: Message, context: Context) -> Message:
         )
     hop = _setting(msg, "hop")
     try:
-        result = walk_hop(directory, cfg, _weights_file(msg),
+        result = walk_hop(directory, cfg, _weights_file(msg, context),
                           record_state(_arrays(msg, WEIGHTS)), hop, targets)
     except TrainingDiverged as err:  # no weights go back: the server keeps the last good ones
         return _reply(msg, {"diverged": 1, "diverged-step": err.step})
@@ -176,9 +196,12 @@ def memory(msg: Message, context: Context) -> Message:
 
     The node keeps it too: the next round needs its own bank, the server need not resend it.
     """
+    from dmnreid.node import memory_bank
+
     cfg = _run_config(msg)
     directory = _directory(msg, context)
-    bank = memory_bank(directory, cfg, _weights_file(msg), record_state(_arrays(msg, WEIGHTS)))
+    bank = memory_bank(directory, cfg, _weights_file(msg, context),
+                       record_state(_arrays(msg, WEIGHTS)))
     save_memory_bank(directory, _setting(msg, "run-key", str), bank)
     return _reply(msg, {"memories": int(bank.shape[0]), "dim": int(bank.shape[1])},
                   memory=arrays_record({"features": bank}))
@@ -240,6 +263,8 @@ def flood(msg: Message, context: Context) -> Message:
 @app.query("weights")
 def weights(msg: Message, context: Context) -> Message:
     """This node's own copy of the model, for unification."""
+    from dmnreid.node import load_model_copy
+
     state = load_model_copy(_directory(msg, context), _setting(msg, "run-key", str))
     return _reply(msg, {"layers": len(state)}, **{WEIGHTS: state_record(state)})
 
@@ -247,8 +272,10 @@ def weights(msg: Message, context: Context) -> Message:
 @app.query("embed")
 def embed(msg: Message, context: Context) -> Message:
     """This camera's query/gallery features (federated evaluation): vectors and ids only."""
+    from dmnreid.node import embed_own_tests
+
     cfg = _run_config(msg)
-    embedded = embed_own_tests(_directory(msg, context), cfg, _weights_file(msg),
+    embedded = embed_own_tests(_directory(msg, context), cfg, _weights_file(msg, context),
                                record_state(_arrays(msg, WEIGHTS)))
     arrays = {k: v for split, features in embedded.items()
               for k, v in features.to_arrays(split).items()}

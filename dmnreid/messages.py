@@ -13,11 +13,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
+
+if TYPE_CHECKING:  # nodes import this module for clustering rounds, which need no torch
+    import torch
 
 WEIGHTS = "weights"
 HEAD = "head"
@@ -75,14 +78,16 @@ def replies_by_node(replies: Iterable[Message], expected: Iterable[int],
 
 
 def ask_nodes(grid: Grid, nodes: Iterable[tuple[int, int]], message_type: str, config: dict,
-              timeout: float) -> dict[int, RecordDict]:
-    """The same config message to each (node id, camera) at once; each camera's reply content.
+              timeout: float, records: Mapping[str, ArrayRecord] | None = None
+              ) -> dict[int, RecordDict]:
+    """The same message (config, and ``records`` if given) to each (node id, camera) at once;
+    each camera's reply content.
 
     A node that does not answer, or answers with an error, stops the run with the node named.
     """
     nodes = list(nodes)
-    messages = [Message(RecordDict({CONFIG: ConfigRecord(config)}), dst_node_id=node,
-                        message_type=message_type) for node, _ in nodes]
+    messages = [Message(RecordDict({CONFIG: ConfigRecord(config), **(records or {})}),
+                        dst_node_id=node, message_type=message_type) for node, _ in nodes]
     replies = replies_by_node(grid.send_and_receive(messages, timeout=timeout),
                               [node for node, _ in nodes], message_type)
     return {camera: reply_content(replies[node], f"{node} (camera {camera})")

@@ -17,8 +17,8 @@ import torch
 from dmnreid.atomic import save_torch
 from dmnreid.checks import check_state
 from dmnreid.config import RunConfig
-from dmnreid.data_prep.partition import NodeData, load_node, read_partition, read_test_tables
-from dmnreid.data_prep.records import DatasetError
+from dmnreid.data_prep.partition import NodeData, load_node, read_test_tables
+from dmnreid.node_state import model_copy_path
 from dmnreid.reid.camera_bn import estimate_bn_statistics
 from dmnreid.reid.evaluator import ItemFeatures, SplitFrames, embed_camera
 from dmnreid.reid.images import cached_decode
@@ -31,22 +31,6 @@ from dmnreid.reid.model import (
 )
 from dmnreid.reid.train import TrainConfig, TrainStats, extract_features, train_local
 from dmnreid.style.node_transfer import needs_style, translated_frames
-
-
-def node_dir(node_config: Mapping[str, object], partition_dir: str) -> Path | None:
-    """The node's data folder: ``data-dir`` in deployment, else its simulation partition.
-
-    Returns None for a simulated node beyond the number of cameras (it has no data).
-    """
-    if "data-dir" in node_config:
-        return Path(str(node_config["data-dir"]))
-    if "partition-id" not in node_config:
-        raise DatasetError("node has neither a data-dir nor a partition-id in its node config")
-    if not partition_dir:
-        raise DatasetError("simulation node got no partition folder from the server")
-    nodes = read_partition(Path(partition_dir))["nodes"]
-    index = int(node_config["partition-id"])  # type: ignore[call-overload]
-    return Path(partition_dir) / nodes[index]["node"] if index < len(nodes) else None
 
 
 @dataclass(frozen=True)
@@ -188,31 +172,6 @@ def embed_own_tests(directory: Path, cfg: RunConfig, weights: Path | None,
               for split, table in tables.items()}
     return embed_camera(_model(cfg, weights, 1, state), frames["query"], frames["gallery"],
                         cfg.bn_mode, cfg.bn_adapt_images)
-
-
-def run_state_dir(directory: Path, run_key: str) -> Path:
-    """A node's own state for one run: its memory bank and its copy of the model."""
-    if not run_key or "/" in run_key or "\\" in run_key or run_key.startswith("."):
-        raise ValueError(f"bad run key {run_key!r}")
-    return directory / "runs" / run_key
-
-
-def model_copy_path(directory: Path, run_key: str) -> Path:
-    """Where a node keeps its own copy of the model after it trained (for unification)."""
-    return run_state_dir(directory, run_key) / "model.pt"
-
-
-def save_memory_bank(directory: Path, run_key: str, bank: np.ndarray) -> None:
-    path = run_state_dir(directory, run_key) / "memory.npy"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, bank)
-
-
-def load_memory_bank(directory: Path, run_key: str) -> np.ndarray:
-    path = run_state_dir(directory, run_key) / "memory.npy"
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory.name} has no memory bank for run {run_key}")
-    return np.load(path)
 
 
 def save_model_copy(directory: Path, run_key: str, state: Mapping[str, torch.Tensor]) -> None:

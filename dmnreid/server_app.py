@@ -46,11 +46,13 @@ from dmnreid.reid.model import (
     resolve_weights,
     stem_digest,
     walking_state,
+    weights_digest,
 )
 from dmnreid.reid.pretrain import ensure_source_weights
 from dmnreid.run_dir import REEVALUATIONS, WALKING_JSON, RunDir
 from dmnreid.strategies.clustering import cluster_phase
 from dmnreid.strategies.evaluation import evaluate_state
+from dmnreid.strategies.pretrained import distribute_weights
 from dmnreid.strategies.random_walk import Hop, SkippedHop, State, hop_order, walk
 from dmnreid.strategies.style import style_phase
 from dmnreid.strategies.unification import average_states, pick_one
@@ -137,10 +139,11 @@ def log_scores(stage: str, hop: int, scores: dict[str, float]) -> None:
 
 
 def node_settings(cfg: RunConfig, partitions: Path, run: RunDir, weights: Path | None) -> dict:
-    """What every message carries: where the data is, the run, its settings, the weights."""
+    """What every message carries: where the data is (simulation), the run, its settings, and
+    the pretrained weights by sha256 (each node holds its own copy: ``query.pretrained``)."""
     return {"partition-dir": str(partitions), "run-key": run.path.name,
             "run-config": json.dumps(cfg.to_mapping()),
-            "weights-file": str(weights) if weights else ""}
+            "weights-sha256": weights_digest(weights) if weights else ""}
 
 
 def server_evaluator(cfg: RunConfig, partitions: Path) -> Evaluator | None:
@@ -285,6 +288,7 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
         metrics=run.read_json("metrics.json"),
     )
     record_walking_bytes(run, session.model, cfg)
+    distribute_weights(grid, nodes, weights, session.base_config, cfg.node_timeout)
     if cfg.style_transfer:  # stage 1: before any evaluation uses the model's state
         style_phase(grid, nodes, cfg, session.base_config, run, partitions, session.model)
     state, head, info = walking_state(session.model, cfg.freeze_stem, cfg.bn_mode), None, {}
@@ -367,9 +371,11 @@ def reevaluate(grid: Grid, cfg: RunConfig) -> dict[str, float]:
         if cfg.eval_mode == "federated" else None
     log(INFO, "Re-evaluating the final model of %s: bn-mode %s, eval-mode %s", run.path,
         cfg.bn_mode, cfg.eval_mode)
+    settings = node_settings(eval_cfg, partitions, run, weights)
+    if nodes is not None:
+        distribute_weights(grid, nodes, weights, settings, cfg.node_timeout)
     scores = evaluate_state(state, eval_cfg, build_model(saved.arch, weights, 1, saved.freeze_stem),
-                            server_evaluator(eval_cfg, partitions), grid, nodes,
-                            node_settings(eval_cfg, partitions, run, weights))
+                            server_evaluator(eval_cfg, partitions), grid, nodes, settings)
     run.append(REEVALUATIONS, {"trained-bn-mode": info.get("bn-mode"), "bn-mode": cfg.bn_mode,
                                "eval-mode": cfg.eval_mode,
                                "bn-adapt-images": cfg.bn_adapt_images, **scores})

@@ -2,6 +2,10 @@
 
 Each harness has its own ``FLWR_HOME`` (a temporary folder) holding a connection named
 ``test`` to its SuperLink, so tests never touch a user's Flower configuration or SuperLink.
+
+Both Flower lines the project supports are driven: flwr 1.30 (the Jetson line, Python 3.10)
+serves gRPC on three ports (Fleet for SuperNodes, Control for ``flwr``, ServerAppIo for the
+ServerApp), flwr 1.40+ serves everything over HTTP on one port.
 """
 
 from __future__ import annotations
@@ -16,8 +20,18 @@ import sys
 import time
 from pathlib import Path
 
+from dmnreid.deploy.credentials import CA_CERT
+from dmnreid.deploy.processes import (
+    Ports,
+    connection_toml,
+    grpc_line,
+    superlink_command,
+    supernode_command,
+)
+
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+GRPC_LINE = grpc_line()
 
 
 def free_port() -> int:
@@ -54,44 +68,98 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 class FlowerLink:
     """A ``flower-superlink`` on 127.0.0.1 (simulation or deployment), its SuperNodes, and
-    the CLI calls that use it."""
+    the CLI calls that use it.
 
-    def __init__(self, home: Path, env: dict[str, str], simulation: bool = True) -> None:
+    ``credentials`` (a folder from :func:`dmnreid.deploy.credentials.make_tls`) turns on TLS
+    and SuperNode authentication: only SuperNodes whose public key was registered
+    (:meth:`register`) may join, and every connection is verified against ``ca.crt``.
+    """
+
+    def __init__(self, home: Path, env: dict[str, str], simulation: bool = True,
+                 credentials: Path | None = None) -> None:
         self.home = home
-        self.port = free_port()
+        self.ports = Ports(*(free_port() for _ in range(3))) if GRPC_LINE else \
+            Ports(*[free_port()] * 2)
+        self.port = self.ports.control
+        self.credentials = credentials
         self.env = {**os.environ, **env, "FLWR_HOME": str(home),
                     "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
                     "FLWR_DISABLE_UPDATE_CHECK": "1"}
         home.mkdir(parents=True, exist_ok=True)
-        (home / "config.toml").write_text(
-            '[superlink]\ndefault = "test"\n\n[superlink.test]\n'
-            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n')
+        address = f"127.0.0.1:{self.port}"
+        connection = f'\n[superlink.test]\naddress = "{address}"\ninsecure = true\n' \
+            if credentials is None else connection_toml("test", address, credentials / CA_CERT)
+        (home / "config.toml").write_text(f'[superlink]\ndefault = "test"\n{connection}')
+        if credentials is None:
+            addresses = ["--fleet-api-address", f"127.0.0.1:{self.ports.fleet}",
+                         "--control-api-address", address, "--serverappio-api-address",
+                         f"127.0.0.1:{self.ports.appio}"] if GRPC_LINE else \
+                ["--host", "127.0.0.1", "--port", str(self.port)]
+            command = [str(BIN / "flower-superlink"), "--insecure", "--isolation", "subprocess",
+                       *addresses]
+        else:  # exactly what `python -m dmnreid.deploy superlink` starts, on free ports
+            command = superlink_command(credentials, home / "state.db", self.ports,
+                                        "127.0.0.1", GRPC_LINE)
+            command[0] = str(BIN / command[0])
         self.log = (home / "superlink.log").open("w")
         self.proc = subprocess.Popen(
-            [str(BIN / "flower-superlink"), "--insecure", *(["--simulation"] if simulation
-                                                            else []),
-             "--isolation", "subprocess", "--host", "127.0.0.1", "--port", str(self.port)],
+            [*command, *(["--simulation"] if simulation else [])],
             env=self.env, cwd=home, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.supernodes: list[subprocess.Popen] = []
-        _wait_for_port(self.port, 60, self.proc)
+        for port in {self.ports.control, self.ports.fleet}:
+            _wait_for_port(port, 60, self.proc)
 
-    def start_supernode(self, node_config: str) -> subprocess.Popen:
-        """A real ``flower-supernode`` connected to this SuperLink."""
+    def start_supernode(self, data_dir: Path, key: Path | None, cwd: Path,
+                        env: dict[str, str] | None = None, weights_file: Path | None = None,
+                        tls: str = "ca", retries: int | None = None) -> subprocess.Popen:
+        """A real ``flower-supernode`` for the camera folder ``data_dir``, started as
+        ``python -m dmnreid.deploy supernode`` starts it on a device.
+
+        ``key``: its authentication private key; ``cwd``/``env``: the device's own working
+        folder and environment (cache); ``tls``: ``ca`` (verifies the SuperLink against
+        ca.crt), ``system`` (the system's roots only) or ``insecure``, the last two to show
+        they are refused; ``retries`` bounds its reconnection attempts (a refused node exits).
+        """
+        if self.credentials is None:
+            raise ValueError("SuperNodes are started on a SuperLink with credentials")
         port = free_port()
-        log = (self.home / f"supernode-{port}.log").open("w")
-        proc = subprocess.Popen(
-            [str(BIN / "flower-supernode"), "--insecure", "--superlink",
-             f"127.0.0.1:{self.port}", "--port", str(port), "--node-config", node_config],
-            env=self.env, cwd=self.home, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        command = supernode_command(f"127.0.0.1:{self.ports.fleet}",
+                                    self.credentials / CA_CERT, key, data_dir, port,
+                                    weights_file, GRPC_LINE)
+        command[0] = str(BIN / command[0])
+        at = command.index("--root-certificates")
+        command[at:at + 2] = {"ca": command[at:at + 2], "system": [],
+                              "insecure": ["--insecure"]}[tls]
+        if retries is not None:
+            command += ["--max-retries", str(retries)]
+        log_path = cwd / f"supernode-{port}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(command, env={**self.env, **(env or {})}, cwd=cwd,
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        proc.log_path = log_path  # type: ignore[attr-defined]
         self.supernodes.append(proc)
-        _wait_for_port(port, 60, proc)
+        if tls == "ca" and retries is None:  # expected to join: wait until it is up
+            _wait_for_port(port, 60, proc)
         return proc
+
+    def register(self, public_key: Path) -> int:
+        """``flwr supernode register``: the node id the SuperLink gives this key."""
+        result = self._flwr("supernode", "register", str(public_key), "test", "--format", "json",
+                            timeout=60)
+        found = re.search(r'"node-id":\s*"?(\d+)', result.stdout)
+        if not found:
+            raise RuntimeError(f"register failed: {result.stdout}{result.stderr}")
+        return int(found.group(1))
+
+    def nodes(self) -> dict[int, str]:
+        """``flwr supernode list``: node id -> status (registered, online, offline...)."""
+        result = self._flwr("supernode", "list", "test", "--format", "json", timeout=60)
+        return {int(n["node-id"]): n["status"] for n in json.loads(result.stdout)["nodes"]}
 
     def stop(self) -> None:
         for proc in self.supernodes:

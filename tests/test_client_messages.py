@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from flwr.app import ConfigRecord
 
@@ -22,3 +25,13 @@ def test_required_settings_are_named_with_the_message_type():
         required(config, "hop", str, "query.weights")
     with pytest.raises(ValueError, match=r"config 'x' is 2\.5"):
         required(ConfigRecord({"x": 2.5}), "x", int, "train.walk")
+
+
+def test_clustering_rounds_start_without_torch():
+    """In deployment every message starts a fresh ClientApp process: loading the app must not
+    import torch (seconds per message), only the handlers that train or embed do."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, dmnreid.client_app, dmnreid.memory.protocol; "
+         "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"],
+        capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

@@ -1,55 +1,194 @@
-"""Deployment: a real SuperLink and one real SuperNode per camera on 127.0.0.1.
+"""Deployment: a real SuperLink with TLS and SuperNode authentication, one real SuperNode per
+camera on 127.0.0.1, each started as a device would be.
 
-Each SuperNode is given only its own camera folder (``--node-config data-dir=...``), as an
-edge device would be; the ServerApp finds which node holds which camera by asking, and the
-nodes evaluate on their own test images (federated evaluation with camera BN statistics).
+Every SuperNode runs in its own working folder with its own cache, and holds only its own
+camera folder (a copy, not a path into the server's partition) and its own key. The whole
+pipeline runs: pretrained weights sent by the server (one device has its own copy instead,
+checked by sha256), style transfer, walk, clustering, incremental walk, unification and
+federated evaluation. Its metrics equal those of the same run in simulation. Unregistered,
+unencrypted and unverified SuperNodes are refused. Every process is stopped by its PID.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import read_partition
+from dmnreid.deploy.credentials import make_node_key, make_tls
 from dmnreid.prepare import prepare_partitions
+from dmnreid.reid.model import build_model, walking_state, weights_digest
+from dmnreid.reid.pretrain import ensure_source_weights
+from dmnreid.style.networks import ResnetGenerator
 from tests.flower_harness import FlowerLink
+from tests.privacy import MESSAGE_TYPES, audit_entries, check_replies
 
+CAMERAS = 3
 RUN = {
-    "synthetic-cameras": 3, "synthetic-train-ids": 10, "synthetic-test-ids": 6,
-    "image-height": 32, "image-width": 16, "pretrained-weights": "none",
-    "bn-statistics": "update", "walk-hops": 3,
-    "local-epochs": 1, "batch-size": 8, "eval-every": 3, "seed": 5, "node-timeout": 120.0,
-    "incremental-hops": 0, "style-iterations": 6, "style-height": 32, "style-width": 16,
-    "style-batch-size": 2, "style-generator-filters": 8, "style-generator-blocks": 1,
-    "style-discriminator-filters": 8, "bn-mode": "camera", "eval-mode": "federated",
+    "synthetic-cameras": CAMERAS, "synthetic-train-ids": 12, "synthetic-test-ids": 8,
+    "image-height": 32, "image-width": 16, "pretrained-weights": "synthetic-source",
+    "source-ids": 12, "source-epochs": 1, "walk-hops": 3, "local-epochs": 1, "batch-size": 8,
+    "eval-every": 3, "seed": 5, "node-timeout": 180.0, "incremental-hops": 2, "alpha": 0,
+    "flood-reach": "sets", "unify": "average", "style-iterations": 6, "style-height": 32,
+    "style-width": 16, "style-batch-size": 2, "style-generator-filters": 8,
+    "style-generator-blocks": 1, "style-discriminator-filters": 8, "bn-mode": "camera",
+    "eval-mode": "federated",
 }
 
 
-def test_walk_over_real_supernodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("DMNREID_CACHE", str(cache))
-    partitions = tmp_path / "nodes"
-    config = {**RUN, "partitions-dir": str(partitions), "output-dir": str(tmp_path / "out")}
-    prepare_partitions(RunConfig.from_mapping(config))
-    link = FlowerLink(tmp_path / "flwr-home", {"DMNREID_CACHE": str(cache)}, simulation=False)
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory):
+    """The server's data and weights, credentials, and one device folder per camera."""
+    root = tmp_path_factory.mktemp("deploy")
+    server_cache = root / "server-cache"
+    with pytest.MonkeyPatch.context() as patch:  # what the SuperLink's ServerApp will find
+        patch.setenv("DMNREID_CACHE", str(server_cache))
+        cfg = RunConfig.from_mapping({**RUN, "partitions-dir": str(root / "server-nodes")})
+        partitions = prepare_partitions(cfg)
+        weights = ensure_source_weights(cfg)
+    make_tls(root / "tls", ["localhost"])
+    devices = {}
+    for node in read_partition(partitions)["nodes"]:
+        device = root / f"device-{node['camera']}"
+        shutil.copytree(partitions / node["node"], device / "data")
+        make_node_key(device / "keys", "supernode")
+        devices[node["camera"]] = device
+    own = devices[1] / "weights" / "resnet18-standin.pt"  # this device brings its own copy
+    own.parent.mkdir()
+    shutil.copyfile(weights, own)
+    return {"root": root, "partitions": partitions, "server_cache": server_cache,
+            "weights": weights, "devices": devices, "own_weights": own}
+
+
+def start_device(link: FlowerLink, network: dict, camera: int, **options):
+    """Camera ``camera``'s SuperNode, in its own folder with its own cache (camera 1 with its
+    own copy of the weights)."""
+    device = network["devices"][camera]
+    return link.start_supernode(device / "data", options.pop("key", device / "keys" /
+                                                             "supernode"),
+                                options.pop("cwd", device),
+                                {"DMNREID_CACHE": str(device / "cache")},
+                                network["own_weights"] if camera == 1 else None, **options)
+
+
+@pytest.fixture(scope="module")
+def deployed(network: dict):
+    """The SuperLink and the registered, authenticated SuperNodes, for every test here."""
+    link = FlowerLink(network["root"] / "flwr-home",
+                      {"DMNREID_CACHE": str(network["server_cache"])}, simulation=False,
+                      credentials=network["root"] / "tls")
     try:
-        for node in read_partition(partitions)["nodes"]:
-            link.start_supernode(f"data-dir='{partitions / node['node']}'")
-        run_id, log = link.start_run(config)
-        status = link.wait(run_id)
+        ids = {}
+        for camera, device in network["devices"].items():
+            ids[camera] = link.register(device / "keys" / "supernode.pub")
+            start_device(link, network, camera)
+        yield link, ids
     finally:
         link.stop()
-    assert status == "finished:completed", log[-3000:]
-    run_dir = next((tmp_path / "out").iterdir())
-    hops = [json.loads(line) for line in (run_dir / "hops.jsonl").read_text().splitlines()]
-    assert len(hops) == 3 and {h["camera"] for h in hops} <= {1, 2, 3}
+        assert all(proc.poll() is not None for proc in link.supernodes)  # stopped by PID
+
+
+@pytest.fixture(scope="module")
+def deployed_run(network: dict, deployed):
+    link, _ = deployed
+    out = network["root"] / "deployed-out"
+    config = {**RUN, "partitions-dir": str(network["partitions"]), "output-dir": str(out),
+              "message-audit": str(network["root"] / "audit")}
+    run_id, log = link.start_run(config)
+    return {"status": link.wait(run_id), "log": log,
+            "dir": next(iter(sorted(out.glob("*"))), None)}
+
+
+def test_the_whole_pipeline_runs_on_authenticated_tls_supernodes(deployed_run, deployed):
+    assert deployed_run["status"] == "finished:completed", deployed_run["log"][-3000:]
+    link, ids = deployed
+    assert set(link.nodes().items()) >= {(i, "online") for i in ids.values()}
+    run_dir = deployed_run["dir"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) == {"baseline", "walk", "final"}
-    assert all(0 <= metrics["final"][k] <= 100 for k in ("rank1", "mAP"))
-    style = json.loads((run_dir / "style.json").read_text())  # trained on the nodes' own disks
+    assert set(metrics) == {"baseline", "walk", "incremental", "final"}
+    hops = read_lines(run_dir / "hops.jsonl")
+    assert [h["phase"] for h in hops] == ["walk"] * 3 + ["incremental"] * 2
+    assert all("loss" in h for h in hops)
+    assert json.loads((run_dir / "clustering.json").read_text())["rounds"] >= 4
+    assert json.loads((run_dir / "unification.json").read_text())["mode"] == "average"
+    style = json.loads((run_dir / "style.json").read_text())
     assert set(style["per_camera"]) == {"2", "3"}
-    assert all(c["iterations"] == 6 for c in style["per_camera"].values())
-    assert all(proc.poll() is not None for proc in link.supernodes)  # stopped by PID
+
+
+def test_devices_use_only_their_own_files(deployed_run, network: dict):
+    assert deployed_run["status"] == "finished:completed", deployed_run["log"][-3000:]
+    sha = weights_digest(network["weights"])
+    for camera, device in network["devices"].items():
+        data = device / "data"
+        received = sorted((data / "pretrained").glob("*.pt"))
+        # camera 1 brought its own copy (checked by sha256); the others were sent the weights
+        assert received == ([] if camera == 1 else [data / "pretrained" / f"{sha}.pt"])
+        if camera != 1:  # each trained its CycleGAN in its own folder
+            assert any((data / "style").glob("*/generator.pt"))
+    hops = read_lines(deployed_run["dir"] / "hops.jsonl")
+    visited = {h["camera"] for h in hops if h["phase"] == "incremental"}
+    for camera in visited:  # each kept its own copy of the model for unification
+        assert any((network["devices"][camera] / "data" / "runs").glob("*/model.pt"))
+        assert not (device / "cache").exists() or not any((device / "cache").iterdir())
+
+
+def test_privacy_over_the_deployed_pipeline(deployed_run, network: dict):
+    assert deployed_run["status"] == "finished:completed", deployed_run["log"][-3000:]
+    entries = audit_entries(network["root"] / "audit")
+    assert {e["message_type"] for e in entries} == MESSAGE_TYPES
+    check_replies(entries, walking_state(build_model("resnet18", None, 1), bn_mode="camera"),
+                  ResnetGenerator(RUN["style-generator-filters"],
+                                  RUN["style-generator-blocks"]).state_dict())
+
+
+def test_deployment_equals_simulation(deployed_run, tmp_path: Path):
+    """The same settings in simulation, with its own caches: the same figures."""
+    assert deployed_run["status"] == "finished:completed", deployed_run["log"][-3000:]
+    simulated = FlowerLink(tmp_path / "flwr-home", {"DMNREID_CACHE": str(tmp_path / "cache")})
+    try:
+        run_id, log = simulated.start_run({**RUN, "output-dir": str(tmp_path / "out")},
+                                          supernodes=CAMERAS)
+        assert simulated.wait(run_id) == "finished:completed", log[-3000:]
+    finally:
+        simulated.stop()
+    run_dir = next((tmp_path / "out").iterdir())
+    assert json.loads((run_dir / "metrics.json").read_text()) == json.loads(
+        (deployed_run["dir"] / "metrics.json").read_text())
+    assert [h["loss"] for h in read_lines(run_dir / "hops.jsonl")] == [
+        h["loss"] for h in read_lines(deployed_run["dir"] / "hops.jsonl")]
+
+
+def test_pick_one_unification_in_deployment(deployed_run, network: dict, deployed):
+    link, _ = deployed
+    out = network["root"] / "pick-one-out"
+    config = {**RUN, "partitions-dir": str(network["partitions"]), "output-dir": str(out),
+              "walk-hops": 1, "incremental-hops": 1, "unify": "pick-one", "eval-mode": "server",
+              "style-transfer": False}
+    run_id, log = link.start_run(config)
+    assert link.wait(run_id) == "finished:completed", log[-3000:]
+    unification = json.loads((next(out.iterdir()) / "unification.json").read_text())
+    assert unification["mode"] == "pick-one" and len(unification["cameras"]) == 1
+
+
+def test_only_registered_verified_supernodes_join(network: dict, deployed, tmp_path: Path):
+    """A SuperNode with an unregistered key, one without TLS (plaintext, no key: Flower
+    refuses a key over plaintext itself) and one that does not verify the SuperLink against
+    ca.crt (the system's roots only) are all refused; the registered ones stay the only
+    nodes."""
+    link, ids = deployed
+    rogue_key, _ = make_node_key(tmp_path / "keys", "rogue")
+    attempts = {"unregistered key": {"key": rogue_key},
+                "no TLS": {"tls": "insecure", "key": None}, "no CA": {"tls": "system"}}
+    for why, options in attempts.items():
+        proc = start_device(link, network, 2, cwd=tmp_path / why, retries=1, **options)
+        assert proc.wait(timeout=120) != 0, (why, proc.log_path.read_text()[-2000:])
+    assert set(link.nodes()) == set(ids.values())
+    assert all(status == "online" for status in link.nodes().values())

@@ -45,7 +45,7 @@ from flwr.clientapp import ClientApp
 from dmnreid import client_app as real
 from dmnreid.data_prep.partition import load_node
 from dmnreid.messages import CONFIG, WEIGHTS, record_state, state_record
-from dmnreid.node import node_dir
+from dmnreid.node_state import node_dir
 
 FAULTS = {faults}
 RECEIVED = Path({received!r})

@@ -19,12 +19,14 @@ import torch
 
 from dmnreid.config import ConfigError, RunConfig
 from dmnreid.data_prep.partition import read_partition
-from dmnreid.reid.camera_bn import is_bn_statistic, state_bytes
+from dmnreid.reid.camera_bn import state_bytes
 from dmnreid.reid.model import build_model, stem_digest, walking_state
+from dmnreid.reid.pretrain import torchvision_state
 from dmnreid.server_app import reevaluate
 from dmnreid.strategies.random_walk import hop_order
 from dmnreid.style.networks import ResnetGenerator
 from tests.flower_harness import FlowerLink
+from tests.privacy import MESSAGE_TYPES, audit_entries, check_replies
 
 CAMERAS = 3
 TINY = {
@@ -55,8 +57,12 @@ def link(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def tiny_run(link: FlowerLink, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("runs")
+    # a weights file (the seeded initialisation, so the same model as "none"): the nodes get it
+    # from the server (query.pretrained), never by path
+    weights = out / "weights.pth"
+    torch.save(torchvision_state(build_model("resnet18", None)), weights)
     config = {**TINY, "output-dir": str(out / "outputs"), "run-name": "tiny",
-              "message-audit": str(out / "audit")}
+              "message-audit": str(out / "audit"), "pretrained-weights": str(weights)}
     run_id, log = link.start_run(config, supernodes=CAMERAS)
     status = link.wait(run_id)
     run_dirs = sorted((out / "outputs").glob("*-tiny"))
@@ -139,63 +145,20 @@ def test_metrics_and_evaluations(tiny_run):
     assert (tiny_run["dir"] / "map_curve.png").stat().st_size > 0
 
 
-def _forbidden(value: object) -> bool:
-    text = str(value).lower()
-    return "/" in text or "\\" in text or any(
-        ext in text for ext in (".jpg", ".jpeg", ".png", ".pt"))
-
-
-EMBEDDING = {f"{split}-{k}" for split in ("query", "gallery")
-             for k in ("items", "pids", "camids", "features")}
-
-
-def _check_arrays(name: str, entries: dict, weights: dict) -> None:
-    """Model weights, 512-d float32 feature vectors, or int64 ids/edges: nothing else."""
-    assert not any(is_bn_statistic(key) for key in entries), "camera statistics left a node"
-    if name == "weights":
-        assert set(entries) == set(weights)
-        for key, array in entries.items():
-            assert array["shape"] == list(weights[key].shape)
-        return
-    assert name in ("memory", "payload"), name
-    for key, array in entries.items():
-        if name == "memory" or key.endswith("-features"):
-            assert key in ("features", *EMBEDDING) and array["dtype"] == "float32"
-            assert len(array["shape"]) == 2 and array["shape"][1] == 512
-        elif key in EMBEDDING:  # an item's number, its person and camera
-            assert array["dtype"] == "int64" and len(array["shape"]) == 1
-        else:
-            assert key in ("pairs_owner", "pairs_member", "sets_owner", "sets_member",
-                           "labels", "changed"), key
-            assert array["dtype"] == "int64" and len(array["shape"]) == 1
-
-
 def test_privacy_nodes_send_only_weights_features_ids_and_scalars(tiny_run):
     """Every reply any node sent in a full run, every phase; nothing derived from pixels but
     weights and feature vectors, no paths, no images."""
-    entries = [e for f in sorted(tiny_run["audit"].glob("*.jsonl")) for e in read_lines(f)]
-    types = {e["message_type"] for e in entries}
-    assert types == {"query.info", "train.style", "query.generator", "train.walk",
-                     "query.memory", "query.top1", "query.triangle", "query.flood",
-                     "query.weights", "query.embed"}
+    entries = audit_entries(tiny_run["audit"])
+    assert {e["message_type"] for e in entries} == MESSAGE_TYPES
+    # the weights went to each node once (asked, then sent), and never back
+    assert sum(e["message_type"] == "query.pretrained" for e in entries) == 2 * CAMERAS
     assert sum(e["message_type"] == "train.walk" for e in entries) == WALK + INCREMENTAL
     assert sum(e["message_type"] == "train.style" for e in entries) == CAMERAS - 1
     evaluations = len(read_lines(tiny_run["dir"] / "evaluations.jsonl"))
     assert sum(e["message_type"] == "query.embed" for e in entries) == CAMERAS * evaluations
-    walking = walking_state(build_model("resnet18", None, 1), bn_mode="camera")
-    generator = ResnetGenerator(TINY["style-generator-filters"],
-                                TINY["style-generator-blocks"]).state_dict()
-    for entry in entries:
-        if entry["message_type"] == "train.style":  # losses, counts and timings only
-            assert set(entry["records"]) == {"metrics"}
-        weights = generator if entry["message_type"] == "query.generator" else walking
-        for name, record in entry["records"].items():
-            if record["kind"] == "array":
-                _check_arrays(name, record["entries"], weights)
-            else:
-                for key, value in record["entries"].items():
-                    assert value["type"] in ("int", "float"), (key, value)
-                    assert not _forbidden(value["value"])
+    check_replies(entries, walking_state(build_model("resnet18", None, 1), bn_mode="camera"),
+                  ResnetGenerator(TINY["style-generator-filters"],
+                                  TINY["style-generator-blocks"]).state_dict())
 
 
 def test_resume_continues_from_the_last_checkpoint(link: FlowerLink, tmp_path: Path):

@@ -1,4 +1,5 @@
-"""``python -m dmnreid.data_prep``: inspect, partition per camera, or make synthetic data."""
+"""``python -m dmnreid.data_prep``: inspect, partition per camera, build one device's folder,
+or make synthetic data."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from dmnreid.data_prep.datasets import DATASETS, read_dataset
+from dmnreid.data_prep.device import write_device_node
 from dmnreid.data_prep.partition import META, write_partition
 from dmnreid.data_prep.records import SPLITS, DatasetError
 from dmnreid.data_prep.summary import summarise
@@ -49,6 +51,18 @@ def _partition(args: argparse.Namespace) -> None:
     if skipped:
         print(f"warning: {len(skipped)} unreadable image(s) left out (--skip-corrupt); "
               f'listed under "skipped_corrupt" in {args.out / META}', file=sys.stderr)
+
+
+def _device(args: argparse.Namespace) -> None:
+    info = write_device_node(args.tracklets, args.out, args.camera, args.target_camera,
+                             args.target_images, args.seed, args.force,
+                             "skip" if args.skip_corrupt else "error", not args.quiet)
+    print(f"{args.out}: camera {info['camera']}, {info['tracklets']} tracklets, "
+          f"{info['images']} images, {info['target_domain_images']} target-camera images "
+          f"(target camera {info['target_camera']})")
+    if info["skipped_corrupt"]:
+        print(f"warning: {len(info['skipped_corrupt'])} unreadable image(s) left out "
+              f"(--skip-corrupt), e.g. {info['skipped_corrupt'][0]}", file=sys.stderr)
 
 
 def _synthetic(args: argparse.Namespace) -> None:
@@ -102,6 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "a folder holding nothing but a partition is ever replaced")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_partition)
+
+    p = sub.add_parser("device", help="build this device's node folder from its own "
+                       "camera's tracklets (one folder per tracklet) and the target camera's "
+                       "images")
+    p.add_argument("--tracklets", required=True, type=Path,
+                   help="this camera's tracklets: one folder per tracklet, frames inside")
+    p.add_argument("--camera", required=True, type=int, help="this camera's number (from 1)")
+    p.add_argument("--target-camera", type=int, default=1,
+                   help="the camera whose style every node learns (default 1)")
+    p.add_argument("--target-images", type=Path,
+                   help="the target camera's images, handed to every device at set-up "
+                   "(not needed on the target camera's own device)")
+    p.add_argument("--out", required=True, type=Path, help="the node folder to write")
+    p.add_argument("--seed", type=int, default=0, help="seed of the local label order")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out unreadable images instead of stopping")
+    p.add_argument("--force", action="store_true", help="replace an existing node folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_device)
 
     p = sub.add_parser("synthetic", help="generate the synthetic multi-camera network")
     p.add_argument("--out", required=True, type=Path, help="folder to create")

@@ -81,7 +81,7 @@ class NodeData:
         return sum(len(f) for f in self.frames)
 
 
-def _check_images(paths: list[str], on_corrupt: str, progress: bool) -> set[str]:
+def check_images(paths: list[str], on_corrupt: str, progress: bool) -> set[str]:
     """Decode every image once; return the unreadable ones (or raise, naming them)."""
     bad: dict[str, str] = {}
     for path in tqdm(paths, desc="checking images", unit="img", disable=not progress):
@@ -116,7 +116,7 @@ def _without(samples: list[Sample], bad: set[str]) -> list[Sample]:
     return kept
 
 
-def _write_node(
+def write_node(
     node_dir: Path, tracklets: list[Tracklet], target: list[Tracklet], target_camera: int
 ) -> dict:
     (node_dir / "images").mkdir(parents=True)
@@ -354,7 +354,7 @@ def _write_into(tmp: Path, dataset: ReidDataset, settings: dict, on_corrupt: str
     target_camera = settings["target_camera"]
     all_frames = sorted({f for split in (dataset.train, dataset.query, dataset.gallery)
                          for s in split for f in s.frames})
-    bad = _check_images(all_frames, on_corrupt, progress)
+    bad = check_images(all_frames, on_corrupt, progress)
     train = _without(dataset.train, bad)
     query, gallery = _without(dataset.query, bad), _without(dataset.gallery, bad)
     cameras = sample_tracklets(
@@ -376,7 +376,7 @@ def _write_into(tmp: Path, dataset: ReidDataset, settings: dict, on_corrupt: str
     tests = {"query": _eval_table(query), "gallery": _eval_table(gallery)}
     nodes = []
     for camid in tqdm(sorted(cameras), desc="writing nodes", disable=not progress):
-        info = _write_node(
+        info = write_node(
             tmp / node_dir_name(camid), cameras[camid], cameras[target_camera], target_camera
         )
         _write_node_tests(tmp / node_dir_name(camid),

@@ -141,11 +141,11 @@ def _backbone_state(raw: object, source: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in raw.items()}
 
 
-def load_backbone_weights(model: ReidNet, source: Path) -> None:
-    """Load torchvision-style ResNet weights (``conv1.weight`` ... ``layer4``) into stem+middle.
+def read_backbone(source: Path) -> dict[str, torch.Tensor]:
+    """The stem and middle tensors of torchvision-style ResNet weights (``conv1.weight`` ...
+    ``layer4``), under torchvision's names; the classifier (``fc``) and anything else left out.
 
-    The classifier (``fc``) is ignored: heads are always local. Every stem and middle tensor
-    must be present with the right shape.
+    What a node needs of a weights file, so also what the server sends a node without one.
     """
     if not source.is_file():
         raise WeightsError(f"pretrained weights file not found: {source}")
@@ -159,14 +159,28 @@ def load_backbone_weights(model: ReidNet, source: Path) -> None:
             f"({type(err).__name__}). Expected a torchvision ResNet state dict (.pth), "
             "e.g. torchvision's ImageNet file or one saved with torch.save(model.state_dict())"
         ) from None
-    state = _backbone_state(raw, source)
-    mapped = {}
-    for key, value in state.items():
-        top = key.split(".", 1)[0]
-        if top in STEM_LAYERS:
-            mapped[f"stem.{key}"] = value
-        elif top in MIDDLE_LAYERS:
-            mapped[f"middle.{key}"] = value
+    return {k: v for k, v in _backbone_state(raw, source).items()
+            if k.split(".", 1)[0] in (*STEM_LAYERS, *MIDDLE_LAYERS)}
+
+
+def weights_digest(source: Path) -> str:
+    """sha256 of a weights file's bytes (what ``sha256sum`` prints): how a node's own copy is
+    matched with the server's."""
+    digest = hashlib.sha256()
+    with source.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_backbone_weights(model: ReidNet, source: Path) -> None:
+    """Load torchvision-style ResNet weights (``conv1.weight`` ... ``layer4``) into stem+middle.
+
+    The classifier (``fc``) is ignored: heads are always local. Every stem and middle tensor
+    must be present with the right shape, and finite.
+    """
+    mapped = {f"{'stem' if k.split('.', 1)[0] in STEM_LAYERS else 'middle'}.{k}": v
+              for k, v in read_backbone(source).items()}
     own = {k: v for k, v in model.state_dict().items() if k.startswith(("stem.", "middle."))}
     missing = sorted(set(own) - set(mapped))
     wrong = sorted(k for k in own if k in mapped and mapped[k].shape != own[k].shape)

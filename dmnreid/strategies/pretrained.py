@@ -1,0 +1,42 @@
+"""Set-up: every node gets the run's pretrained weights from the server, once.
+
+A device holds none of the server's files. ``query.pretrained`` first asks every node whether
+it already holds the weights (its own copy, checked against the server's sha256, or a copy
+received in an earlier run); only the others are sent the stem and middle tensors. Later
+messages name the weights by sha256, so the frozen stem never travels per hop.
+"""
+
+from __future__ import annotations
+
+from logging import INFO
+from pathlib import Path
+
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+from dmnreid.messages import WEIGHTS, NodeError, ask_nodes, metrics_of, state_record
+from dmnreid.reid.model import read_backbone
+
+MESSAGE = "query.pretrained"
+
+
+def distribute_weights(grid: Grid, nodes: list[tuple[int, int]], weights: Path | None,
+                       config: dict, timeout: float) -> dict:
+    """Make sure every node holds ``weights``; returns which cameras were sent them and the
+    bytes each message carried (nothing to do without pretrained weights)."""
+    if weights is None:
+        return {"sent": [], "bytes": 0}
+    held = ask_nodes(grid, nodes, MESSAGE, config, timeout)
+    missing = [(node, camera) for node, camera in nodes
+               if not int(metrics_of(held[camera]).get("held", 0))]
+    if not missing:
+        log(INFO, "Pretrained weights: every node already holds them")
+        return {"sent": [], "bytes": 0}
+    record = state_record(read_backbone(weights))
+    log(INFO, "Pretrained weights: sending %.1f MB to camera(s) %s (once; later messages name "
+        "them by sha256)", record.count_bytes() / 1e6, [c for _, c in missing])
+    replies = ask_nodes(grid, missing, MESSAGE, config, timeout, {WEIGHTS: record})
+    refused = [c for c, content in replies.items() if not int(metrics_of(content)["held"])]
+    if refused:
+        raise NodeError(f"camera(s) {refused} did not store the pretrained weights")
+    return {"sent": sorted(c for _, c in missing), "bytes": record.count_bytes()}
