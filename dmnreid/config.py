@@ -13,12 +13,12 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 CHOICES = {
-    "dataset": ("synthetic", "market1501", "dukemtmc", "msmt17", "mars"),
+    "dataset": ("synthetic", "market1501", "dukemtmc", "msmt17", "mars", "devices"),
     "arch": ("resnet18", "resnet34", "resnet50"),
     "walk_order": ("random", "permutation"),
     "bn_statistics": ("update", "frozen"),
     "bn_mode": ("shared", "camera"),
-    "eval_mode": ("server", "federated"),
+    "eval_mode": ("server", "federated", "none"),
     "incremental_head": ("reinit", "travel"),
     "incremental_labels": ("clusters", "local"),
     "unify": ("pick-one", "average"),
@@ -120,6 +120,7 @@ class RunConfig:
     data_root: str = ""
     partitions_dir: str = ""
     target_camera: int = 1
+    cameras: int = 0
     synthetic_cameras: int = 6
     synthetic_train_ids: int = 100
     synthetic_test_ids: int = 100
@@ -238,6 +239,20 @@ class RunConfig:
 
     def _check_combinations(self) -> None:
         """Settings that are fine alone but not together."""
+        if self.evaluate_run and self.resume_from:
+            raise ConfigError("evaluate-run and resume-from both set: evaluate-run scores a "
+                              "finished run, resume-from continues an unfinished one; set one")
+        if self.evaluate_run and self.eval_mode == "none":
+            raise ConfigError("evaluate-run with eval-mode = 'none' would score nothing")
+        if self.run_name and not RUN_NAME.fullmatch(self.run_name):
+            raise ConfigError(f"run-name = {self.run_name!r}: use letters, digits, '.', '_' "
+                              "and '-' only, not starting with '.' (it names a folder)")
+        if self.dataset == "devices":
+            self._check_devices()
+            return
+        if self.cameras:
+            raise ConfigError(f"cameras = {self.cameras} is only for dataset = 'devices' (the "
+                              f"number of cameras of {self.dataset!r} is known from its data)")
         if self.dataset != "synthetic" and not self.data_root:
             raise ConfigError(
                 f"dataset = {self.dataset!r} needs data-root, the folder holding the dataset, "
@@ -253,12 +268,16 @@ class RunConfig:
                     f"synthetic-train-ids + synthetic-test-ids = "
                     f"{self.synthetic_train_ids + self.synthetic_test_ids}: at most "
                     f"{MAX_SYNTHETIC_IDS} identities (Market-style 4-digit person ids)")
-        if self.evaluate_run and self.resume_from:
-            raise ConfigError("evaluate-run and resume-from both set: evaluate-run scores a "
-                              "finished run, resume-from continues an unfinished one; set one")
-        if self.run_name and not RUN_NAME.fullmatch(self.run_name):
-            raise ConfigError(f"run-name = {self.run_name!r}: use letters, digits, '.', '_' "
-                              "and '-' only, not starting with '.' (it names a folder)")
+
+    def _check_devices(self) -> None:
+        """``dataset = "devices"``: the cameras' data is on their devices, the server has none."""
+        if self.cameras < 2:
+            raise ConfigError(f"dataset = 'devices' needs cameras, the number of camera "
+                              f"devices to wait for (at least 2), got {self.cameras}")
+        if self.eval_mode == "server":
+            raise ConfigError("dataset = 'devices': the server holds no query/gallery images, "
+                              "so eval-mode must be 'federated' (devices with labelled test "
+                              "images) or 'none'")
 
 
 def _coerce(key: str, value: Any, kind: Any) -> Any:

@@ -26,7 +26,9 @@ def node_dir(node_config: Mapping[str, object], partition_dir: str) -> Path | No
     if "partition-id" not in node_config:
         raise DatasetError("node has neither a data-dir nor a partition-id in its node config")
     if not partition_dir:
-        raise DatasetError("simulation node got no partition folder from the server")
+        raise DatasetError("this node has no data-dir in its node config and the server sent "
+                           "no partition folder (dataset = 'devices' needs SuperNodes started "
+                           "with --node-config \"data-dir='...'\")")
     nodes = read_partition(Path(partition_dir))["nodes"]
     index = int(node_config["partition-id"])  # type: ignore[call-overload]
     return Path(partition_dir) / nodes[index]["node"] if index < len(nodes) else None

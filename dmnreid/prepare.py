@@ -39,8 +39,11 @@ def dataset_root(cfg: RunConfig, progress: bool = False) -> Path:
     return root
 
 
-def prepare_partitions(cfg: RunConfig, progress: bool = False) -> Path:
-    """Dataset -> one node folder per camera (cached); returns the partition folder."""
+def prepare_partitions(cfg: RunConfig, progress: bool = False) -> Path | None:
+    """Dataset -> one node folder per camera (cached); returns the partition folder, or None
+    with ``dataset = "devices"`` (each device built its own folder; the server holds none)."""
+    if cfg.dataset == "devices":
+        return None
     root = dataset_root(cfg, progress)
     if cfg.partitions_dir:
         out = Path(cfg.partitions_dir).expanduser()

@@ -102,35 +102,64 @@ def pretrained_file(cfg: RunConfig) -> Path | None:
     return resolve_weights(cfg.pretrained_weights, cfg.arch)
 
 
-def discover_nodes(grid: Grid, partitions: Path, timeout: float) -> list[tuple[int, int]]:
-    """Wait for one node per camera; return [(node id, camera)] sorted by camera."""
-    cameras = [n["camera"] for n in read_partition(partitions)["nodes"]]
+@dataclass(frozen=True)
+class Network:
+    """The cameras of a run: [(node id, camera)] sorted by camera, and each camera's number of
+    tracklets as its node reports it."""
+
+    nodes: list[tuple[int, int]]
+    tracklets: dict[int, int]
+
+
+def expected_cameras(cfg: RunConfig, partitions: Path | None) -> list[int] | int:
+    """The partition's cameras, or with ``dataset = "devices"`` how many devices to expect."""
+    return [n["camera"] for n in read_partition(partitions)["nodes"]] if partitions \
+        else cfg.cameras
+
+
+def discover_nodes(grid: Grid, cameras: list[int] | int, partitions: Path | None,
+                   timeout: float, target_camera: int) -> Network:
+    """Wait for one node per camera and ask each which camera it holds (``query.info``).
+
+    ``cameras``: the partition's cameras, or (``dataset = "devices"``) only their number: then
+    whatever distinct cameras the devices hold make the network.
+    """
+    count = cameras if isinstance(cameras, int) else len(cameras)
     deadline = time.monotonic() + timeout
     node_ids: list[int] = []
-    while len(node_ids) < len(cameras) and time.monotonic() < deadline:
+    while len(node_ids) < count and time.monotonic() < deadline:
         node_ids = list(grid.get_node_ids())
         time.sleep(0.5)
-    if len(node_ids) < len(cameras):
+    if len(node_ids) < count:
         raise NodeError(
-            f"{len(cameras)} cameras need {len(cameras)} nodes, only {len(node_ids)} connected "
+            f"{count} cameras need {count} nodes, only {len(node_ids)} connected "
             f"within node-timeout = {timeout:g} s. In simulation, give the federation one "
-            f"SuperNode per camera (--federation-config \"num-supernodes={len(cameras)}\"); "
+            f"SuperNode per camera (--federation-config \"num-supernodes={count}\"); "
             "in deployment, start one flower-supernode per camera, or raise node-timeout if "
             "they are still starting")
-    messages = [Message(RecordDict({CONFIG: ConfigRecord({"partition-dir": str(partitions)})}),
-                        dst_node_id=n, message_type="query.info") for n in node_ids]
+    config = ConfigRecord({"partition-dir": str(partitions) if partitions else ""})
+    messages = [Message(RecordDict({CONFIG: config}), dst_node_id=n, message_type="query.info")
+                for n in node_ids]
     replies = replies_by_node(grid.send_and_receive(messages, timeout=timeout), node_ids,
                               "query.info")
     holders: dict[int, list[int]] = {}
+    tracklets: dict[int, int] = {}
     for node_id, reply in replies.items():
-        camera = int(metrics_of(reply_content(reply, str(node_id)))["camera"])
-        if camera >= 0:
-            holders.setdefault(camera, []).append(node_id)
-    missing = sorted(set(cameras) - set(holders))
+        info = metrics_of(reply_content(reply, str(node_id)))
+        if int(info["camera"]) >= 0:
+            holders.setdefault(int(info["camera"]), []).append(node_id)
+            tracklets[int(info["camera"])] = int(info["tracklets"])
+    wanted = set(holders) if isinstance(cameras, int) else set(cameras)
+    missing = sorted(wanted - set(holders))
     doubled = sorted(c for c, ids in holders.items() if len(ids) > 1)
-    if missing or doubled:
-        raise NodeError(f"cameras without a node: {missing}; cameras on several nodes: {doubled}")
-    return [(holders[c][0], c) for c in sorted(cameras)]
+    if missing or doubled or len(wanted) < count:
+        raise NodeError(f"cameras without a node: {missing}; cameras on several nodes: "
+                        f"{doubled}; cameras found: {sorted(holders)} of {count} expected")
+    if target_camera not in wanted:
+        raise ConfigError(f"target-camera = {target_camera}: no node holds that camera "
+                          f"(cameras {sorted(wanted)})")
+    return Network([(holders[c][0], c) for c in sorted(wanted)],
+                   {c: tracklets[c] for c in sorted(wanted)})
 
 
 def log_scores(stage: str, hop: int, scores: dict[str, float]) -> None:
@@ -138,17 +167,18 @@ def log_scores(stage: str, hop: int, scores: dict[str, float]) -> None:
         scores["rank1"], scores["rank5"], scores["rank10"], scores["mAP"])
 
 
-def node_settings(cfg: RunConfig, partitions: Path, run: RunDir, weights: Path | None) -> dict:
+def node_settings(cfg: RunConfig, partitions: Path | None, run: RunDir,
+                  weights: Path | None) -> dict:
     """What every message carries: where the data is (simulation), the run, its settings, and
     the pretrained weights by sha256 (each node holds its own copy: ``query.pretrained``)."""
-    return {"partition-dir": str(partitions), "run-key": run.path.name,
+    return {"partition-dir": str(partitions) if partitions else "", "run-key": run.path.name,
             "run-config": json.dumps(cfg.to_mapping()),
             "weights-sha256": weights_digest(weights) if weights else ""}
 
 
-def server_evaluator(cfg: RunConfig, partitions: Path) -> Evaluator | None:
+def server_evaluator(cfg: RunConfig, partitions: Path | None) -> Evaluator | None:
     """The server's copy of the test images, only when the server evaluates."""
-    if cfg.eval_mode == "server":
+    if cfg.eval_mode == "server" and partitions is not None:
         return Evaluator(partitions, cfg.image_height, cfg.image_width)
     return None
 
@@ -173,21 +203,35 @@ class Session:
     grid: Grid
     cfg: RunConfig
     run: RunDir
-    nodes: list[tuple[int, int]]
+    network: Network
     model: ReidNet
     evaluator: Evaluator | None
     base_config: dict
     metrics: dict = field(default_factory=dict)
 
-    def evaluate(self, state: State, stage: str, hop: int) -> dict[str, float]:
+    @property
+    def nodes(self) -> list[tuple[int, int]]:
+        return self.network.nodes
+
+    def evaluate(self, state: State, stage: str, hop: int) -> dict[str, float] | None:
+        """Scores of ``state``, recorded in evaluations.jsonl (None with eval-mode none)."""
+        if self.cfg.eval_mode == "none":
+            return None
         scores = evaluate_state(state, self.cfg, self.model, self.evaluator, self.grid,
                                 self.nodes, self.base_config)
         self.run.append("evaluations.jsonl", {"stage": stage, "hop": hop, **scores})
         log_scores(stage, hop, scores)
         return scores
 
-    def save_metrics(self) -> None:
-        self.run.write_metrics(self.metrics)
+    def record(self, stage: str, state: State, hop: int, again: bool = False) -> None:
+        """Score ``state`` as ``stage`` of metrics.json; once, unless ``again`` (a resumed
+        run keeps what it measured before)."""
+        if stage in self.metrics and not again:
+            return
+        scores = self.evaluate(state, stage, hop)
+        if scores is not None:
+            self.metrics[stage] = scores
+            self.run.write_metrics(self.metrics)
 
 
 def walk_phase(session: Session, phase: str, state: State, order: list[int], start: int,
@@ -278,15 +322,19 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
     partitions = prepare_partitions(cfg)
     weights = pretrained_file(cfg)
     model = build_model(cfg.arch, weights, 1, cfg.freeze_stem)
-    nodes = discover_nodes(grid, partitions, cfg.node_timeout)
+    network = discover_nodes(grid, expected_cameras(cfg, partitions), partitions,
+                             cfg.node_timeout, cfg.target_camera)
+    nodes = network.nodes
     log(INFO, "%d nodes, cameras %s", len(nodes), [c for _, c in nodes])
     run = open_run(cfg)
     session = Session(
-        grid=grid, cfg=cfg, run=run, nodes=nodes, model=model,
+        grid=grid, cfg=cfg, run=run, network=network, model=model,
         evaluator=server_evaluator(cfg, partitions),
         base_config=node_settings(cfg, partitions, run, weights),
         metrics=run.read_json("metrics.json"),
     )
+    if cfg.eval_mode == "none":
+        log(WARNING, "eval-mode = 'none': nothing is evaluated (no labelled query/gallery)")
     record_walking_bytes(run, session.model, cfg)
     distribute_weights(grid, nodes, weights, session.base_config, cfg.node_timeout)
     if cfg.style_transfer:  # stage 1: before any evaluation uses the model's state
@@ -297,22 +345,18 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
         run.truncate_lines("hops.jsonl", int(info["lines"]))
         run.truncate_lines("evaluations.jsonl", int(info["evaluations"]))
         log(INFO, "Resuming after %s hop %d", info["phase"], info["hop"] + 1)
-    if "baseline" not in session.metrics:
-        session.metrics["baseline"] = session.evaluate(state, "baseline", 0)
-        session.save_metrics()
+    session.record("baseline", state, 0)
 
     order = hop_order(len(nodes), cfg.walk_hops, cfg.walk_order, cfg.seed)
     if info.get("phase", "walk") == "walk":
         start = info["hop"] + 1 if info else 0
         state, _ = walk_phase(session, "walk", state, order, start, 0)
-    if "walk" not in session.metrics:
-        session.metrics["walk"] = session.evaluate(state, "walk", len(order))
-        session.save_metrics()
+    session.record("walk", state, len(order))
 
     if cfg.incremental_hops > 0:
         inc_order = hop_order(len(nodes), cfg.incremental_hops, cfg.walk_order, cfg.seed + 1)
         start = info["hop"] + 1 if info.get("phase") == "incremental" else 0
-        sizes = {n["camera"]: n["tracklets"] for n in read_partition(partitions)["nodes"]}
+        sizes = network.tracklets
         every = cfg.recluster_every or len(inc_order)
         for first in range(0, len(inc_order), every):
             stop = min(first + every, len(inc_order))
@@ -334,19 +378,21 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
                                      incremental_payload(session, classes), head, stop,
                                      head_like)
         hops = len(order) + len(inc_order)
-        if "incremental" not in session.metrics:
-            session.metrics["incremental"] = session.evaluate(state, "incremental", hops)
+        session.record("incremental", state, hops)
         visited = sorted({nodes[i][1] for i in inc_order})
         state = unify_phase(session, visited, state)
-        session.metrics["final"] = session.evaluate(state, "final", hops)
-    else:
+        session.record("final", state, hops, again=True)
+    elif "walk" in session.metrics:
         session.metrics["final"] = session.metrics["walk"]
     run.save_final_model(state, {"bn-mode": cfg.bn_mode, "unify": cfg.unify})
-    session.save_metrics()
+    run.write_metrics(session.metrics)
     run.plot_curve()
-    gain = session.metrics["final"]["mAP"] - session.metrics["baseline"]["mAP"]
-    log(INFO if gain > 0 else WARNING, "mAP %.1f -> %.1f (%+.1f). Outputs in %s",
-        session.metrics["baseline"]["mAP"], session.metrics["final"]["mAP"], gain, run.path)
+    if {"baseline", "final"} <= set(session.metrics):
+        gain = session.metrics["final"]["mAP"] - session.metrics["baseline"]["mAP"]
+        log(INFO if gain > 0 else WARNING, "mAP %.1f -> %.1f (%+.1f). Outputs in %s",
+            session.metrics["baseline"]["mAP"], session.metrics["final"]["mAP"], gain, run.path)
+    else:
+        log(INFO, "Finished. Outputs in %s", run.path)
     return run
 
 
@@ -367,7 +413,8 @@ def reevaluate(grid: Grid, cfg: RunConfig) -> dict[str, float]:
                        resume_from="", evaluate_run=cfg.evaluate_run)
     partitions = prepare_partitions(eval_cfg)
     weights = pretrained_file(eval_cfg)
-    nodes = discover_nodes(grid, partitions, cfg.node_timeout) \
+    nodes = discover_nodes(grid, expected_cameras(eval_cfg, partitions), partitions,
+                           cfg.node_timeout, eval_cfg.target_camera).nodes \
         if cfg.eval_mode == "federated" else None
     log(INFO, "Re-evaluating the final model of %s: bn-mode %s, eval-mode %s", run.path,
         cfg.bn_mode, cfg.eval_mode)

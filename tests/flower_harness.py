@@ -109,7 +109,8 @@ class FlowerLink:
             start_new_session=True,
         )
         self.supernodes: list[subprocess.Popen] = []
-        for port in {self.ports.control, self.ports.fleet}:
+        # a simulation SuperLink serves no Fleet API (flwr 1.30 opens no port for it)
+        for port in {self.ports.control, *([] if simulation else [self.ports.fleet])}:
             _wait_for_port(port, 60, self.proc)
 
     def start_supernode(self, data_dir: Path, key: Path | None, cwd: Path,

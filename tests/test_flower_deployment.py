@@ -166,16 +166,28 @@ def test_deployment_equals_simulation(deployed_run, tmp_path: Path):
         h["loss"] for h in read_lines(deployed_run["dir"] / "hops.jsonl")]
 
 
-def test_pick_one_unification_in_deployment(deployed_run, network: dict, deployed):
+def test_a_server_without_data_and_pick_one_unification(deployed_run, network: dict,
+                                                         deployed):
+    """``dataset = "devices"``: the server holds no partition, learns the cameras and their
+    tracklet counts from the devices, and (``eval-mode = "none"``) evaluates nothing."""
     link, _ = deployed
-    out = network["root"] / "pick-one-out"
-    config = {**RUN, "partitions-dir": str(network["partitions"]), "output-dir": str(out),
-              "walk-hops": 1, "incremental-hops": 1, "unify": "pick-one", "eval-mode": "server",
-              "style-transfer": False}
+    out = network["root"] / "devices-out"
+    config = {**RUN, "dataset": "devices", "cameras": CAMERAS, "output-dir": str(out),
+              "walk-hops": 1, "incremental-hops": 1, "unify": "pick-one", "eval-mode": "none"}
     run_id, log = link.start_run(config)
     assert link.wait(run_id) == "finished:completed", log[-3000:]
-    unification = json.loads((next(out.iterdir()) / "unification.json").read_text())
+    run_dir = next(out.iterdir())
+    unification = json.loads((run_dir / "unification.json").read_text())
     assert unification["mode"] == "pick-one" and len(unification["cameras"]) == 1
+    assert json.loads((run_dir / "metrics.json").read_text()) == {}
+    assert not (run_dir / "evaluations.jsonl").exists()
+    assert (run_dir / "checkpoints" / "final.pt").is_file()
+    style = json.loads((run_dir / "style.json").read_text())  # trained, reused, not measured
+    assert set(style["per_camera"]) == {"2", "3"} and "mean" not in style
+    truth = json.loads((network["partitions"] / "partition.json").read_text())["nodes"]
+    clustering = json.loads((run_dir / "clustering.json").read_text())
+    assert clustering["memories"] == sum(n["tracklets"] for n in truth)
+    assert "diagnostics" not in clustering  # no ground truth on the server
 
 
 def test_only_registered_verified_supernodes_join(network: dict, deployed, tmp_path: Path):

@@ -136,10 +136,10 @@ def graph_clusters(edges: Pairs, total: int) -> np.ndarray:
     return smallest[comp]
 
 
-def ground_truth(partitions: Path, ids: GlobalIds) -> np.ndarray | None:
+def ground_truth(partitions: Path | None, ids: GlobalIds) -> np.ndarray | None:
     """True identity per memory (gid order), for diagnostics only; None if unknown."""
-    path = partitions / EVALUATOR_DIR / "train_identities.csv"
-    if not path.is_file():
+    path = partitions / EVALUATOR_DIR / "train_identities.csv" if partitions else None
+    if path is None or not path.is_file():
         return None
     table = pd.read_csv(path)
     truth = np.full(ids.total, -1, dtype=np.int64)
@@ -193,7 +193,8 @@ def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[
 
 def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, int],
                   state: State, config: dict, alpha: int, reach: str, timeout: float,
-                  run: RunDir, partitions: Path, max_distance: float = 0.0, tag: str = ""
+                  run: RunDir, partitions: Path | None, max_distance: float = 0.0,
+                  tag: str = ""
                   ) -> dict[int, np.ndarray]:
     """Global class (0..K-1) per local tracklet of every camera; saved and reused on resume.
 

@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 
 from dmnreid.checks import StateError, check_state
 from dmnreid.config import RunConfig
-from dmnreid.data_prep.partition import EVALUATOR_DIR, read_partition
+from dmnreid.data_prep.partition import EVALUATOR_DIR
 from dmnreid.messages import (
     WEIGHTS,
     NodeError,
@@ -122,13 +122,47 @@ def mean_gaps(gaps: dict, cameras: Iterable[int]) -> dict[str, float | None]:
     return {k: float(np.mean(v)) if v else None for k, v in values.items()}
 
 
+def held_out_check(grid: Grid, senders: list[tuple[int, int]], cfg: RunConfig,
+                   base_config: dict, partitions: Path, model: ReidNet, target: int,
+                   grid_path: Path) -> dict:
+    """Fetch every trained generator (``query.generator``) and measure its translation of the
+    query/gallery images the server holds; logs the mean and returns the per-camera gaps."""
+    fetched = ask_nodes(grid, senders, "query.generator", base_config, cfg.node_timeout)
+    generators = {}
+    for camera, content in fetched.items():
+        generator = ResnetGenerator(cfg.style_generator_filters, cfg.style_generator_blocks)
+        if WEIGHTS not in content:
+            raise NodeError(f"camera {camera}: generator reply without weights")
+        try:
+            received = record_state(content[WEIGHTS])
+            check_state(received, "generator", like=generator.state_dict())
+        except StateError as err:
+            raise NodeError(f"camera {camera} sent a generator that does not fit the run's "
+                            f"style settings: {err}") from err
+        generator.load_state_dict(received)
+        generators[camera] = generator
+    gaps = measure_gaps(generators, held_out_images(partitions, cfg), target, model, cfg,
+                        grid_path)
+    mean = mean_gaps(gaps, generators)
+    level = INFO if mean["feature_after"] < mean["feature_before"] else WARNING
+    log(level, "Camera gap to camera %d on test images (mean over cameras), before -> after "
+        "translation: colour %.3f -> %.3f, features %.3f -> %.3f (same camera: %.3f / %.3f); "
+        "retrieval of camera %d's identities with the pretrained model, mAP %s -> %s",
+        target, mean["colour_before"], mean["colour_after"], mean["feature_before"],
+        mean["feature_after"], gaps["floor"]["colour"], gaps["floor"]["feature"], target,
+        *(f"{mean[k]:.1f}" if mean[k] is not None else "n/a"
+          for k in ("target_map_before", "target_map_after")))
+    return gaps
+
+
 def style_phase(grid: Grid, nodes: list[tuple[int, int]], cfg: RunConfig, base_config: dict,
-                run: RunDir, partitions: Path, model: ReidNet) -> dict:
-    """Train every non-target node's CycleGAN, then measure the translation on test images."""
+                run: RunDir, partitions: Path | None, model: ReidNet) -> dict:
+    """Train every non-target node's CycleGAN, then measure the translation on the test
+    images the server holds (none with ``dataset = "devices"``: no measurement)."""
     if (run.path / STYLE_JSON).is_file():
         log(INFO, "Style transfer already done for this run (%s)", STYLE_JSON)
         return run.read_json(STYLE_JSON)
-    target = int(read_partition(partitions)["target_camera"])
+    target = cfg.target_camera
     senders = [(node, camera) for node, camera in nodes if camera != target]
     log(INFO, "Style transfer: cameras %s each train a CycleGAN toward camera %d's style "
         "(%d iterations of batch %d at %dx%d)", [c for _, c in senders], target,
@@ -145,40 +179,22 @@ def style_phase(grid: Grid, nodes: list[tuple[int, int]], cfg: RunConfig, base_c
             "reused" if m["reused"] else f"resumed at {m['resumed-from']}"
             if m["resumed-from"] else "trained", m["first-cycle"], m["last-cycle"],
             m["seconds-per-batch"], m["translate-seconds-per-image"])
-    fetched = ask_nodes(grid, senders, "query.generator", base_config, cfg.node_timeout)
-    generators = {}
-    for camera, content in fetched.items():
-        generator = ResnetGenerator(cfg.style_generator_filters, cfg.style_generator_blocks)
-        if WEIGHTS not in content:
-            raise NodeError(f"camera {camera}: generator reply without weights")
-        try:
-            received = record_state(content[WEIGHTS])
-            check_state(received, "generator", like=generator.state_dict())
-        except StateError as err:
-            raise NodeError(f"camera {camera} sent a generator that does not fit the run's "
-                            f"style settings: {err}") from err
-        generator.load_state_dict(received)
-        generators[camera] = generator
-    gaps = measure_gaps(generators, held_out_images(partitions, cfg), target, model, cfg,
-                        run.path / GRID)
     summary = {
         "target_camera": target, "phase_seconds": seconds,
-        "per_camera": {str(c): {**per_camera[c], **gaps.get(c, {})} for c in per_camera},
-        "gap_floor": gaps["floor"],
-        "mean": mean_gaps(gaps, generators),
+        "per_camera": {str(c): per_camera[c] for c in per_camera},
         "seconds_per_batch": float(np.mean([m["seconds-per-batch"]
                                             for m in per_camera.values()])),
         "translate_seconds_per_image": float(np.mean([m["translate-seconds-per-image"]
                                                       for m in per_camera.values()])),
     }
-    mean = summary["mean"]
-    level = INFO if mean["feature_after"] < mean["feature_before"] else WARNING
-    log(level, "Camera gap to camera %d on test images (mean over cameras), before -> after "
-        "translation: colour %.3f -> %.3f, features %.3f -> %.3f (same camera: %.3f / %.3f); "
-        "retrieval of camera %d's identities with the pretrained model, mAP %s -> %s",
-        target, mean["colour_before"], mean["colour_after"], mean["feature_before"],
-        mean["feature_after"], gaps["floor"]["colour"], gaps["floor"]["feature"], target,
-        *(f"{mean[k]:.1f}" if mean[k] is not None else "n/a"
-          for k in ("target_map_before", "target_map_after")))
+    if partitions is None:
+        log(INFO, "The server holds no test images (dataset = 'devices'): the translation is "
+            "not measured")
+    else:
+        gaps = held_out_check(grid, senders, cfg, base_config, partitions, model, target,
+                              run.path / GRID)
+        for camera, values in summary["per_camera"].items():
+            values.update(gaps.get(int(camera), {}))
+        summary |= {"gap_floor": gaps["floor"], "mean": mean_gaps(gaps, per_camera)}
     run.write_json(STYLE_JSON, summary)
     return summary
