@@ -411,6 +411,7 @@ def reevaluate(grid: Grid, cfg: RunConfig) -> dict[str, float]:
     eval_cfg = replace(saved, bn_mode=cfg.bn_mode, eval_mode=cfg.eval_mode,
                        bn_adapt_images=cfg.bn_adapt_images, node_timeout=cfg.node_timeout,
                        resume_from="", evaluate_run=cfg.evaluate_run)
+    eval_cfg.validate()  # e.g. a dataset = 'devices' run cannot be scored by the server
     partitions = prepare_partitions(eval_cfg)
     weights = pretrained_file(eval_cfg)
     nodes = discover_nodes(grid, expected_cameras(eval_cfg, partitions), partitions,

@@ -109,9 +109,12 @@ class FlowerLink:
             start_new_session=True,
         )
         self.supernodes: list[subprocess.Popen] = []
-        # a simulation SuperLink serves no Fleet API (flwr 1.30 opens no port for it)
-        for port in {self.ports.control, *([] if simulation else [self.ports.fleet])}:
-            _wait_for_port(port, 60, self.proc)
+        try:  # a simulation SuperLink serves no Fleet API (flwr 1.30 opens no port for it)
+            for port in {self.ports.control, *([] if simulation else [self.ports.fleet])}:
+                _wait_for_port(port, 60, self.proc)
+        except BaseException:
+            self.stop()
+            raise
 
     def start_supernode(self, data_dir: Path, key: Path | None, cwd: Path,
                         env: dict[str, str] | None = None, weights_file: Path | None = None,
@@ -143,7 +146,7 @@ class FlowerLink:
                                     stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         proc.log_path = log_path  # type: ignore[attr-defined]
-        self.supernodes.append(proc)
+        self.supernodes.append(proc)  # stopped with the SuperLink, whatever happens next
         if tls == "ca" and retries is None:  # expected to join: wait until it is up
             _wait_for_port(port, 60, proc)
         return proc

@@ -104,7 +104,7 @@ def test_interrupted_partition_leaves_nothing(synthetic_root: Path, tmp_path: Pa
                                               monkeypatch: pytest.MonkeyPatch):
     ds = read_dataset("synthetic", synthetic_root)
     calls = {"n": 0}
-    real = partition_module._write_node
+    real = partition_module.write_node
 
     def failing(*args, **kwargs):
         calls["n"] += 1
@@ -112,7 +112,7 @@ def test_interrupted_partition_leaves_nothing(synthetic_root: Path, tmp_path: Pa
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(partition_module, "_write_node", failing)
+    monkeypatch.setattr(partition_module, "write_node", failing)
     with pytest.raises(KeyboardInterrupt):
         write_partition(ds, tmp_path / "parts", progress=False)
     assert list(tmp_path.iterdir()) == []
