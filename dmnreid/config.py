@@ -25,6 +25,7 @@ CHOICES = {
     "flood_reach": ("edges", "sets"),
     "memory_features": ("plain", "centred"),
     "style_use": ("translated", "both"),
+    "transfer_dtype": ("float32", "float16", "bfloat16"),
 }
 
 
@@ -106,6 +107,9 @@ RANGES = {
     "recluster_every": NON_NEGATIVE,
     "eval_every": AT_LEAST_ONE,
     "node_timeout": Range(0, open_low=True, why="seconds"),
+    "hop_timeout": Range(0, why="seconds; 0 = node-timeout"),
+    "node_retries": Range(0, 100),
+    "probe_interval": Range(0, open_low=True, why="seconds"),
 }
 
 
@@ -180,6 +184,10 @@ class RunConfig:
     run_name: str = ""
     resume_from: str = ""
     node_timeout: float = 300.0
+    hop_timeout: float = 0.0
+    node_retries: int = 1
+    probe_interval: float = 30.0
+    transfer_dtype: str = "float32"
     message_audit: str = ""
 
     @staticmethod
@@ -201,6 +209,11 @@ class RunConfig:
         config = cls(**kwargs)
         config.validate()
         return config
+
+    @property
+    def hop_wait(self) -> float:
+        """Seconds to wait for one hop's reply."""
+        return self.hop_timeout or self.node_timeout
 
     @property
     def max_distance(self) -> float | None:

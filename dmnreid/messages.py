@@ -12,6 +12,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,17 +35,52 @@ class NodeError(RuntimeError):
     """A node answered with an error or with content the server cannot use."""
 
 
-def state_record(state: OrderedDict[str, torch.Tensor]) -> ArrayRecord:
-    return ArrayRecord(OrderedDict((k, v.detach().cpu()) for k, v in state.items()))
+TRANSFER_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def state_record(state: OrderedDict[str, torch.Tensor], dtype: str = "float32") -> ArrayRecord:
+    """A state dict as an ArrayRecord, its float tensors in ``dtype`` on the wire.
+
+    numpy has no bfloat16: those tensors travel as their 16-bit patterns, in an array whose
+    declared dtype says ``bfloat16`` so that :func:`record_state` restores them.
+    """
+    if dtype not in TRANSFER_DTYPES:
+        raise ValueError(f"transfer dtype {dtype!r}: expected one of {TRANSFER_DTYPES}")
+    arrays: dict[str, Array] = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach().cpu()
+        if dtype == "float32" or not tensor.is_floating_point():
+            arrays[key] = Array(tensor.numpy())
+        elif dtype == "float16":
+            arrays[key] = Array(tensor.half().numpy())
+        else:
+            import torch
+
+            bits = Array(tensor.bfloat16().view(torch.int16).numpy())
+            arrays[key] = Array(dtype="bfloat16", shape=bits.shape, stype=bits.stype,
+                                data=bits.data)
+    return ArrayRecord(arrays)
+
+
+def record_state(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
+    """The state dict an ArrayRecord carries; tensors sent in 16 bits come back as float32,
+    as every model here trains in float32."""
+    import torch
+
+    state: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for key, array in record.items():
+        tensor = torch.from_numpy(np.array(array.numpy()))
+        if array.dtype == "bfloat16":
+            tensor = tensor.view(torch.bfloat16).float()
+        elif tensor.dtype == torch.float16:
+            tensor = tensor.float()
+        state[key] = tensor
+    return state
 
 
 def arrays_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
     """Numpy arrays (ids, edges, feature vectors) as one ArrayRecord."""
     return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
-
-
-def record_state(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
-    return OrderedDict(record.to_torch_state_dict())
 
 
 def message_bytes(content: RecordDict) -> int:
@@ -67,31 +103,69 @@ def reply_content(reply: Message, node: str) -> RecordDict:
     return reply.content
 
 
-def replies_by_node(replies: Iterable[Message], expected: Iterable[int],
-                    what: str) -> dict[int, Message]:
-    """Map replies to their node ids; any node that did not answer is named in the error."""
-    got = {r.metadata.src_node_id: r for r in replies}
-    missing = sorted(set(expected) - set(got))
-    if missing:
-        raise NodeError(f"{what}: no reply from node(s) {missing} (dropped out or timed out)")
-    return got
+# Flower's error codes for a reply the SuperLink writes because the node is not there
+GONE_CODES = {3, 4, 5}  # MESSAGE_UNAVAILABLE, REPLY_MESSAGE_UNAVAILABLE, NODE_UNAVAILABLE
+
+
+@dataclass
+class Answers:
+    """One round's replies by camera, why each camera that gave none is missing, and which
+    of those are gone (no answer in time, or the node unavailable) rather than erring."""
+
+    content: dict[int, RecordDict]
+    missing: dict[int, str]
+    gone: set[int] = field(default_factory=set)
+
+    def every(self, what: str) -> dict[int, RecordDict]:
+        """The replies when every camera answered, else a NodeError naming each cause."""
+        if self.missing:
+            raise NodeError(f"{what}: " + "; ".join(
+                f"camera {c}: {why}" for c, why in sorted(self.missing.items())))
+        return self.content
+
+
+def exchange(grid: Grid, messages: Mapping[int, Message], timeout: float) -> Answers:
+    """Send one message per camera (``messages[camera]``) at once and wait up to ``timeout``.
+
+    A camera whose node errs, is unavailable (the SuperLink answers for an offline node, so
+    replies are matched by the message they answer, not by sender) or does not answer in
+    time is missing, with the cause; nothing is raised.
+    """
+    pending = list(messages.items())
+    replies = list(grid.send_and_receive([m for _, m in pending], timeout=timeout))
+    camera_of_message = {m.metadata.message_id: c for c, m in pending}
+    camera_of_node = {m.metadata.dst_node_id: c for c, m in pending}
+    content: dict[int, RecordDict] = {}
+    missing: dict[int, str] = {}
+    gone: set[int] = set()
+    for reply in replies:
+        camera = camera_of_message.get(reply.metadata.reply_to_message_id,
+                                       camera_of_node.get(reply.metadata.src_node_id))
+        if camera is None:
+            continue
+        node = f"{messages[camera].metadata.dst_node_id} (camera {camera})"
+        try:
+            content[camera] = reply_content(reply, node)
+        except NodeError as err:
+            missing[camera] = str(err)
+            if reply.has_error() and reply.error.code in GONE_CODES:
+                gone.add(camera)
+    for camera, message in pending:
+        if camera not in content and camera not in missing:
+            missing[camera] = (f"node {message.metadata.dst_node_id} did not answer within "
+                               f"{timeout:g} s")
+            gone.add(camera)
+    return Answers(content, missing, gone)
 
 
 def ask_nodes(grid: Grid, nodes: Iterable[tuple[int, int]], message_type: str, config: dict,
-              timeout: float, records: Mapping[str, ArrayRecord] | None = None
-              ) -> dict[int, RecordDict]:
+              timeout: float, records: Mapping[str, ArrayRecord] | None = None) -> Answers:
     """The same message (config, and ``records`` if given) to each (node id, camera) at once;
-    each camera's reply content.
-
-    A node that does not answer, or answers with an error, stops the run with the node named.
-    """
-    nodes = list(nodes)
-    messages = [Message(RecordDict({CONFIG: ConfigRecord(config), **(records or {})}),
-                        dst_node_id=node, message_type=message_type) for node, _ in nodes]
-    replies = replies_by_node(grid.send_and_receive(messages, timeout=timeout),
-                              [node for node, _ in nodes], message_type)
-    return {camera: reply_content(replies[node], f"{node} (camera {camera})")
-            for node, camera in nodes}
+    each camera's reply content, and the cameras that gave none."""
+    messages = {camera: Message(RecordDict({CONFIG: ConfigRecord(config), **(records or {})}),
+                                dst_node_id=node, message_type=message_type)
+                for node, camera in nodes}
+    return exchange(grid, messages, timeout)
 
 
 def required(config: Mapping[str, object], key: str, kind: type[int] | type[str],

@@ -15,7 +15,7 @@ from logging import INFO, WARNING
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
@@ -24,16 +24,12 @@ from dmnreid.config import ConfigError, RunConfig, defaults
 from dmnreid.data_prep.partition import read_partition
 from dmnreid.messages import (
     CLASSES,
-    CONFIG,
     HEAD,
     WEIGHTS,
     NodeError,
     arrays_record,
     ask_nodes,
-    metrics_of,
     record_state,
-    replies_by_node,
-    reply_content,
     state_record,
 )
 from dmnreid.prepare import prepare_partitions
@@ -54,11 +50,13 @@ from dmnreid.strategies.clustering import cluster_phase
 from dmnreid.strategies.evaluation import evaluate_state
 from dmnreid.strategies.pretrained import distribute_weights
 from dmnreid.strategies.random_walk import Hop, SkippedHop, State, hop_order, walk
-from dmnreid.strategies.style import style_phase
+from dmnreid.strategies.roster import Roster, camera_of_info, info_message
+from dmnreid.strategies.style import STYLE_JSON, style_phase
 from dmnreid.strategies.unification import average_states, pick_one
 
 app = ServerApp()
 DEFAULTS = defaults()
+NETWORK_JSON = "network.json"
 
 
 def resolve_config(cfg: RunConfig) -> RunConfig:
@@ -104,11 +102,13 @@ def pretrained_file(cfg: RunConfig) -> Path | None:
 
 @dataclass(frozen=True)
 class Network:
-    """The cameras of a run: [(node id, camera)] sorted by camera, and each camera's number of
-    tracklets as its node reports it."""
+    """The cameras of a run: [(node id, camera)] of those present, sorted by camera, each
+    camera's number of tracklets as its node reports it, and (a resumed run) the cameras
+    without a node now, with why."""
 
     nodes: list[tuple[int, int]]
     tracklets: dict[int, int]
+    missing: dict[int, str] = field(default_factory=dict)
 
 
 def expected_cameras(cfg: RunConfig, partitions: Path | None) -> list[int] | int:
@@ -118,43 +118,59 @@ def expected_cameras(cfg: RunConfig, partitions: Path | None) -> list[int] | int
 
 
 def discover_nodes(grid: Grid, cameras: list[int] | int, partitions: Path | None,
-                   timeout: float, target_camera: int) -> Network:
+                   timeout: float, target_camera: int,
+                   known: dict[int, int] | None = None) -> Network:
     """Wait for one node per camera and ask each which camera it holds (``query.info``).
 
     ``cameras``: the partition's cameras, or (``dataset = "devices"``) only their number: then
-    whatever distinct cameras the devices hold make the network.
+    whatever distinct cameras the devices hold make the network. ``known``: a resumed run's
+    cameras and tracklet counts; it goes on without the cameras that do not answer in time.
     """
+    if known:
+        cameras = sorted(known)
     count = cameras if isinstance(cameras, int) else len(cameras)
     deadline = time.monotonic() + timeout
     node_ids: list[int] = []
     while len(node_ids) < count and time.monotonic() < deadline:
         node_ids = list(grid.get_node_ids())
         time.sleep(0.5)
-    if len(node_ids) < count:
+    if len(node_ids) < count and not (known and node_ids):
         raise NodeError(
             f"{count} cameras need {count} nodes, only {len(node_ids)} connected "
             f"within node-timeout = {timeout:g} s. In simulation, give the federation one "
             f"SuperNode per camera (--federation-config \"num-supernodes={count}\"); "
             "in deployment, start one flower-supernode per camera, or raise node-timeout if "
             "they are still starting")
-    config = ConfigRecord({"partition-dir": str(partitions) if partitions else ""})
-    messages = [Message(RecordDict({CONFIG: config}), dst_node_id=n, message_type="query.info")
-                for n in node_ids]
-    replies = replies_by_node(grid.send_and_receive(messages, timeout=timeout), node_ids,
-                              "query.info")
+    partition_dir = str(partitions) if partitions else ""
+    replies = grid.send_and_receive([info_message(n, partition_dir) for n in node_ids],
+                                    timeout=timeout)
     holders: dict[int, list[int]] = {}
     tracklets: dict[int, int] = {}
-    for node_id, reply in replies.items():
-        info = metrics_of(reply_content(reply, str(node_id)))
-        if int(info["camera"]) >= 0:
-            holders.setdefault(int(info["camera"]), []).append(node_id)
-            tracklets[int(info["camera"])] = int(info["tracklets"])
+    failures = []
+    for reply in replies:
+        answer = camera_of_info(reply)
+        if reply.has_error():
+            failures.append(reply.error.reason)
+        elif answer is not None:
+            holders.setdefault(answer[0], []).append(reply.metadata.src_node_id)
+            tracklets[answer[0]] = answer[1]
     wanted = set(holders) if isinstance(cameras, int) else set(cameras)
     missing = sorted(wanted - set(holders))
     doubled = sorted(c for c, ids in holders.items() if len(ids) > 1)
-    if missing or doubled or len(wanted) < count:
+    if doubled or (not known and (missing or len(wanted) < count)) or not holders:
         raise NodeError(f"cameras without a node: {missing}; cameras on several nodes: "
-                        f"{doubled}; cameras found: {sorted(holders)} of {count} expected")
+                        f"{doubled}; cameras found: {sorted(holders)} of {count} expected"
+                        + "".join(f"; a node failed: {why}" for why in failures))
+    if known:
+        changed = {c: (tracklets[c], known[c]) for c in holders if c in known
+                   and tracklets[c] != known[c]}
+        if changed:
+            raise NodeError("the run continues only on the data it started with: " + "; ".join(
+                f"camera {c} now holds {now} tracklets, {then} when the run started"
+                for c, (now, then) in sorted(changed.items())))
+        return Network([(holders[c][0], c) for c in sorted(wanted) if c in holders],
+                       dict(known), {c: f"no node answered within node-timeout = {timeout:g} s "
+                                        "when the run resumed" for c in missing})
     if target_camera not in wanted:
         raise ConfigError(f"target-camera = {target_camera}: no node holds that camera "
                           f"(cameras {sorted(wanted)})")
@@ -204,6 +220,7 @@ class Session:
     cfg: RunConfig
     run: RunDir
     network: Network
+    roster: Roster
     model: ReidNet
     evaluator: Evaluator | None
     base_config: dict
@@ -211,17 +228,36 @@ class Session:
 
     @property
     def nodes(self) -> list[tuple[int, int]]:
-        return self.network.nodes
+        """(node id, camera) of the cameras taking part now."""
+        return self.roster.live()
 
-    def evaluate(self, state: State, stage: str, hop: int) -> dict[str, float] | None:
-        """Scores of ``state``, recorded in evaluations.jsonl (None with eval-mode none)."""
+    def evaluate(self, state: State, stage: str, hop: int) -> dict | None:
+        """Scores of ``state``, recorded in evaluations.jsonl (None with eval-mode none);
+        federated scores over fewer cameras list the missing ones."""
         if self.cfg.eval_mode == "none":
             return None
+        if self.cfg.eval_mode == "federated":
+            self.roster.begin_phase(self.grid, "evaluation")
         scores = evaluate_state(state, self.cfg, self.model, self.evaluator, self.grid,
                                 self.nodes, self.base_config)
+        out = sorted(self.roster.out)
+        if self.cfg.eval_mode == "federated" and out:
+            scores["missing-cameras"] = sorted({*scores.get("missing-cameras", []), *out})
+        for camera in scores.get("missing-cameras", []):
+            if camera not in self.roster.out:
+                self.roster.failed(camera, "evaluation", "no answer to query.embed")
         self.run.append("evaluations.jsonl", {"stage": stage, "hop": hop, **scores})
         log_scores(stage, hop, scores)
         return scores
+
+    def save_network(self) -> None:
+        """network.json: every camera, its node, which are left out and why, and each
+        failure and return so far."""
+        self.run.write_json(NETWORK_JSON, {
+            "cameras": {str(c): n for c, n in self.network.tracklets.items()},
+            "nodes": {str(c): n for c, n in self.roster.nodes.items()},
+            "left_out": {str(c): why for c, why in sorted(self.roster.out.items())},
+            "events": self.roster.events})
 
     def record(self, stage: str, state: State, hop: int, again: bool = False) -> None:
         """Score ``state`` as ``stage`` of metrics.json; once, unless ``again`` (a resumed
@@ -236,10 +272,11 @@ class Session:
 
 def walk_phase(session: Session, phase: str, state: State, order: list[int], start: int,
                offset: int, payload=None, head: State | None = None,
-               stop: int | None = None, head_like: State | None = None
-               ) -> tuple[State, State | None]:
+               stop: int | None = None, head_like: State | None = None,
+               among: set[int] | None = None) -> tuple[State, State | None]:
     """Run hops ``start..stop-1`` of a walk (the first, or the incremental one) with records,
-    checkpoints and evaluations; a travelling head must look like ``head_like``."""
+    checkpoints and evaluations; a travelling head must look like ``head_like``; only the
+    cameras ``among`` take part (all when None)."""
     cfg, run = session.cfg, session.run
     server_stem = stem_digest(session.model)
 
@@ -255,6 +292,7 @@ def walk_phase(session: Session, phase: str, state: State, order: list[int], sta
                 "%.1f MB each way", phase, hop.hop + 1, len(order), hop.camera, hop.loss,
                 hop.accuracy, hop.images, hop.seconds, hop.bytes_sent / 1e6)
         run.append("hops.jsonl", hop.__dict__)
+        session.save_network()
         done = hop.hop + 1
         if done % cfg.eval_every == 0 and done < len(order):
             session.evaluate(new_state, phase, offset + done)
@@ -263,8 +301,10 @@ def walk_phase(session: Session, phase: str, state: State, order: list[int], sta
             "evaluations": run.count_lines("evaluations.jsonl")}, new_head)
 
     config = {**session.base_config, "phase": phase}
-    return walk(session.grid, session.nodes, state, order[:stop], start, config,
-                cfg.node_timeout, after_hop, payload, head, head_like)
+    session.roster.begin_phase(session.grid, phase)
+    return walk(session.grid, session.roster, state, order[:stop], start, config,
+                cfg.hop_wait, after_hop, payload, head, head_like, among, cfg.transfer_dtype,
+                cfg.seed)
 
 
 def incremental_payload(session: Session, classes: dict[int, np.ndarray] | None):
@@ -276,44 +316,85 @@ def incremental_payload(session: Session, classes: dict[int, np.ndarray] | None)
             return {}
         records = {CLASSES: arrays_record({"classes": classes[camera]})}
         if travel and head is not None:
-            records[HEAD] = state_record(head)
+            records[HEAD] = state_record(head, session.cfg.transfer_dtype)
         return records
 
     return payload
 
 
-def unify_phase(session: Session, visited: list[int], state: State) -> State:
-    """Pick one node's model or average all of them (each node's own copy, fetched).
+def trained_incremental(run: RunDir) -> list[int]:
+    """The cameras that finished an incremental hop of this run: each holds a model copy."""
+    return sorted({h["camera"] for h in run.read_lines("hops.jsonl")
+                   if h["phase"] == "incremental" and "loss" in h})
 
-    A copy that is not a finite model of the walking layers is left out and recorded; when
-    none is left, the model stays the walk's last good weights ``state``.
+
+def unify_phase(session: Session, state: State) -> State:
+    """Pick one node's model or average them (each node's own copy, fetched), among the
+    cameras that trained an incremental hop and are taking part now.
+
+    A copy that does not come (node failed or gone) or is not a finite model of the walking
+    layers is left out and recorded; pick-one then picks again among the others. When no
+    copy is left, the model stays the walk's last good weights ``state``.
     """
-    cfg = session.cfg
-    chosen = [pick_one(visited, cfg.seed)] if cfg.unify == "pick-one" else sorted(visited)
-    replies = ask_nodes(session.grid, [(n, c) for n, c in session.nodes if c in chosen],
-                        "query.weights", session.base_config, cfg.node_timeout)
-    states, rejected = {}, {}
-    for camera in chosen:
-        try:
-            copy = record_state(replies[camera][WEIGHTS]) if WEIGHTS in replies[camera] \
-                else None
-            check_state(copy or {}, f"camera {camera}'s model copy", like=state)
-            states[camera] = copy
-        except StateError as err:
-            rejected[camera] = str(err)
-            log(WARNING, "Unification leaves out %s", err)
-    record = {"mode": cfg.unify, "cameras": sorted(states)}
+    cfg, run = session.cfg, session.run
+    session.roster.begin_phase(session.grid, "unification")
+    live = {c for _, c in session.nodes}
+    candidates = [c for c in trained_incremental(run) if c in live]
+    states: dict[int, State] = {}
+    rejected: dict[int, str] = {}
+    while candidates and not (states and cfg.unify == "pick-one"):
+        chosen = [pick_one(candidates, cfg.seed)] if cfg.unify == "pick-one" else candidates
+        answers = ask_nodes(session.grid, [(n, c) for n, c in session.nodes if c in chosen],
+                            "query.weights", session.base_config, cfg.node_timeout)
+        rejected |= answers.missing
+        for camera, content in answers.content.items():
+            try:
+                copy = record_state(content[WEIGHTS]) if WEIGHTS in content else None
+                check_state(copy or {}, f"camera {camera}'s model copy", like=state)
+                states[camera] = copy
+            except StateError as err:
+                rejected[camera] = str(err)
+        for camera in chosen:
+            if camera in rejected:
+                log(WARNING, "Unification leaves out camera %d: %s", camera, rejected[camera])
+        candidates = [c for c in candidates if c not in chosen]
+        if cfg.unify == "average":
+            break
+    record = {"mode": cfg.unify, "cameras": sorted(states), "count": len(states),
+              "trained": trained_incremental(run)}
     if rejected:
-        record["rejected"] = {str(c): why for c, why in rejected.items()}
+        record["rejected"] = {str(c): why for c, why in sorted(rejected.items())}
     if not states:
         record["fallback"] = "the walk's last good weights"
         log(WARNING, "No usable model copy: the final model is the walk's last good weights")
-    log(INFO, "Unified (%s) over camera(s) %s", cfg.unify, sorted(states))
-    session.run.write_json("unification.json", record)
+    log(INFO, "Unified (%s) over %d camera(s) %s", cfg.unify, len(states), sorted(states))
+    run.write_json("unification.json", record)
     if not states:
         return state
     return average_states(list(states.values())) if cfg.unify == "average" else \
         next(iter(states.values()))
+
+
+def saved_network(cfg: RunConfig) -> dict | None:
+    """The network a resumed run started with (network.json), None for a new run."""
+    if not cfg.resume_from:
+        return None
+    path = Path(cfg.resume_from).expanduser() / NETWORK_JSON
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def make_roster(cfg: RunConfig, network: Network, saved: dict | None,
+                partitions: Path | None) -> Roster:
+    """Every camera of the run with its node; on resume, those without a node now are left
+    out (under their saved node id, which a SuperNode restarted with its key gets again)."""
+    nodes = {int(c): int(n) for c, n in (saved or {}).get("nodes", {}).items()}
+    nodes |= {c: n for n, c in network.nodes}
+    roster = Roster(nodes, cfg.node_retries, str(partitions) if partitions else "",
+                    cfg.probe_interval)
+    if saved:
+        roster.events = list(saved.get("events", []))
+    roster.leave_out(network.missing, "resumed run")
+    return roster
 
 
 def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
@@ -322,23 +403,42 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
     partitions = prepare_partitions(cfg)
     weights = pretrained_file(cfg)
     model = build_model(cfg.arch, weights, 1, cfg.freeze_stem)
+    saved = saved_network(cfg)
     network = discover_nodes(grid, expected_cameras(cfg, partitions), partitions,
-                             cfg.node_timeout, cfg.target_camera)
-    nodes = network.nodes
-    log(INFO, "%d nodes, cameras %s", len(nodes), [c for _, c in nodes])
+                             cfg.node_timeout, cfg.target_camera,
+                             {int(c): n for c, n in saved["cameras"].items()} if saved else None)
+    log(INFO, "%d nodes, cameras %s", len(network.nodes), [c for _, c in network.nodes])
     run = open_run(cfg)
     session = Session(
-        grid=grid, cfg=cfg, run=run, network=network, model=model,
+        grid=grid, cfg=cfg, run=run, network=network,
+        roster=make_roster(cfg, network, saved, partitions), model=model,
         evaluator=server_evaluator(cfg, partitions),
         base_config=node_settings(cfg, partitions, run, weights),
         metrics=run.read_json("metrics.json"),
     )
+    roster = session.roster
+
+    def rejoin(node: int, camera: int) -> None:  # a camera back needs the weights first
+        sent = distribute_weights(grid, [(node, camera)], weights, session.base_config,
+                                  cfg.hop_wait)
+        if sent["missing"]:
+            raise NodeError(f"camera {camera} did not take the pretrained weights: "
+                            f"{sent['missing'][camera]}")
+
+    roster.on_rejoin = rejoin
+    session.save_network()
     if cfg.eval_mode == "none":
         log(WARNING, "eval-mode = 'none': nothing is evaluated (no labelled query/gallery)")
     record_walking_bytes(run, session.model, cfg)
-    distribute_weights(grid, nodes, weights, session.base_config, cfg.node_timeout)
+    roster.leave_out(distribute_weights(grid, session.nodes, weights, session.base_config,
+                                        cfg.node_timeout)["missing"], "set-up")
     if cfg.style_transfer:  # stage 1: before any evaluation uses the model's state
-        style_phase(grid, nodes, cfg, session.base_config, run, partitions, session.model)
+        roster.begin_phase(grid, "style transfer")
+        fresh = not (run.path / STYLE_JSON).is_file()
+        summary = style_phase(grid, session.nodes, cfg, session.base_config, run, partitions,
+                              session.model)
+        for camera, why in summary.get("missing", {}).items() if fresh else ():
+            roster.failed(int(camera), "style transfer", why)
     state, head, info = walking_state(session.model, cfg.freeze_stem, cfg.bn_mode), None, {}
     if cfg.resume_from and run.has_checkpoint():
         state, info, head = run.load_checkpoint(like=state)
@@ -347,16 +447,16 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
         log(INFO, "Resuming after %s hop %d", info["phase"], info["hop"] + 1)
     session.record("baseline", state, 0)
 
-    order = hop_order(len(nodes), cfg.walk_hops, cfg.walk_order, cfg.seed)
+    order = hop_order(len(roster.cameras), cfg.walk_hops, cfg.walk_order, cfg.seed)
     if info.get("phase", "walk") == "walk":
         start = info["hop"] + 1 if info else 0
         state, _ = walk_phase(session, "walk", state, order, start, 0)
     session.record("walk", state, len(order))
 
     if cfg.incremental_hops > 0:
-        inc_order = hop_order(len(nodes), cfg.incremental_hops, cfg.walk_order, cfg.seed + 1)
+        inc_order = hop_order(len(roster.cameras), cfg.incremental_hops, cfg.walk_order,
+                              cfg.seed + 1)
         start = info["hop"] + 1 if info.get("phase") == "incremental" else 0
-        sizes = network.tracklets
         every = cfg.recluster_every or len(inc_order)
         for first in range(0, len(inc_order), every):
             stop = min(first + every, len(inc_order))
@@ -364,10 +464,16 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
                 continue
             classes = None
             if cfg.incremental_labels == "clusters":
-                classes = cluster_phase(grid, nodes, sizes, state, session.base_config,
-                                        cfg.alpha, cfg.flood_reach, cfg.node_timeout, run,
-                                        partitions, cfg.top1_max_distance,
-                                        tag=f"-{first}" if first else "")
+                roster.begin_phase(grid, "clustering")
+                classes, missing = cluster_phase(
+                    grid, session.nodes, network.tracklets, state, session.base_config,
+                    cfg.alpha, cfg.flood_reach, cfg.node_timeout, run, partitions,
+                    cfg.top1_max_distance, tag=f"-{first}" if first else "",
+                    dtype=cfg.transfer_dtype)
+                live = {c for _, c in session.nodes}
+                roster.leave_out({c: f"clustering round {m['round']}: {m['cause']}"
+                                  for c, m in missing.items() if c in live}, "clustering")
+                session.save_network()
                 head = head if start > first else None  # a new clustering, a new head
             num_classes = (max(int(c.max()) for c in classes.values()) + 1) if classes else 0
             session.base_config["num-classes"] = num_classes
@@ -376,14 +482,14 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
             state, head = walk_phase(session, "incremental", state, inc_order,
                                      max(start, first), len(order),
                                      incremental_payload(session, classes), head, stop,
-                                     head_like)
+                                     head_like, set(classes) if classes is not None else None)
         hops = len(order) + len(inc_order)
         session.record("incremental", state, hops)
-        visited = sorted({nodes[i][1] for i in inc_order})
-        state = unify_phase(session, visited, state)
+        state = unify_phase(session, state)
         session.record("final", state, hops, again=True)
     elif "walk" in session.metrics:
         session.metrics["final"] = session.metrics["walk"]
+    session.save_network()
     run.save_final_model(state, {"bn-mode": cfg.bn_mode, "unify": cfg.unify})
     run.write_metrics(session.metrics)
     run.plot_curve()

@@ -1,13 +1,14 @@
-"""Server-side checks of what nodes send in the clustering rounds: bad replies are named."""
+"""Server-side checks of what nodes send in the clustering rounds: a bad bank is refused,
+naming its camera and node, and only that camera is left out."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
-import pytest
 
 from dmnreid.memory.protocol import Pairs
-from dmnreid.messages import NodeError
-from dmnreid.strategies.clustering import check_banks, graph_clusters
+from dmnreid.strategies.clustering import graph_clusters, usable_banks
 
 NODES = {1: 101, 2: 102, 3: 103}
 SIZES = {1: 2, 2: 3, 3: 1}
@@ -18,29 +19,28 @@ def banks(width: int = 4) -> dict[int, np.ndarray]:
 
 
 def test_good_banks_pass():
-    assert set(check_banks(banks(), SIZES, NODES)) == {1, 2, 3}
+    checked, refused = usable_banks(banks(), SIZES, NODES)
+    assert set(checked) == {1, 2, 3} and refused == {}
 
 
 def test_a_bank_of_the_wrong_width_names_its_node():
     bad = banks()
     bad[2] = np.ones((3, 5), np.float32)
-    with pytest.raises(NodeError, match=r"camera 2 \(node 102\).*width 5"):
-        check_banks(bad, SIZES, NODES)
+    checked, refused = usable_banks(bad, SIZES, NODES)
+    assert set(checked) == {1, 3} and set(refused) == {2}
+    assert re.search(r"camera 2 \(node 102\).*width 5", refused[2])
 
 
-def test_wrong_rows_missing_banks_and_nan_are_refused():
+def test_wrong_rows_missing_banks_and_nan_are_refused_naming_camera_and_node():
     bad = banks()
     bad[3] = np.ones((2, 4), np.float32)
-    with pytest.raises(NodeError, match=r"camera 3 \(node 103\).*expected \(1, d\)"):
-        check_banks(bad, SIZES, NODES)
-    partial = banks()
-    partial[1] = None
-    with pytest.raises(NodeError, match=r"no memory bank from camera\(s\) \[1\]"):
-        check_banks(partial, SIZES, NODES)
-    nan = banks()
-    nan[2][0, 0] = np.nan
-    with pytest.raises(NodeError, match=r"camera 2 .*non-finite"):
-        check_banks(nan, SIZES, NODES)
+    bad[1] = None
+    bad[2][0, 0] = np.nan
+    checked, refused = usable_banks(bad, SIZES, NODES)
+    assert checked == {} and set(refused) == {1, 2, 3}
+    assert re.search(r"camera 3 \(node 103\).*expected \(1, d\)", refused[3])
+    assert refused[1] == "no memory bank from camera 1 (node 101)"
+    assert re.search(r"camera 2 .*non-finite", refused[2])
 
 
 def test_graph_clusters_are_components_labelled_by_smallest_id():

@@ -12,17 +12,23 @@ unencrypted and unverified SuperNodes are refused. Every process is stopped by i
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import read_partition
 from dmnreid.deploy.credentials import make_node_key, make_tls
+from dmnreid.memory.reference import cluster_centralised
 from dmnreid.prepare import prepare_partitions
 from dmnreid.reid.model import build_model, walking_state, weights_digest
 from dmnreid.reid.pretrain import ensure_source_weights
+from dmnreid.strategies.random_walk import hop_order
 from dmnreid.style.networks import ResnetGenerator
 from tests.flower_harness import FlowerLink
 from tests.privacy import MESSAGE_TYPES, audit_entries, check_replies
@@ -87,9 +93,10 @@ def deployed(network: dict):
                       credentials=network["root"] / "tls")
     try:
         ids = {}
+        link.devices = {}  # camera -> its SuperNode process
         for camera, device in network["devices"].items():
             ids[camera] = link.register(device / "keys" / "supernode.pub")
-            start_device(link, network, camera)
+            link.devices[camera] = start_device(link, network, camera)
         yield link, ids
     finally:
         link.stop()
@@ -204,3 +211,73 @@ def test_only_registered_verified_supernodes_join(network: dict, deployed, tmp_p
         assert proc.wait(timeout=120) != 0, (why, proc.log_path.read_text()[-2000:])
     assert set(link.nodes()) == set(ids.values())
     assert all(status == "online" for status in link.nodes().values())
+
+
+def wait_for(condition, what: str, timeout: float = 600):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} after {timeout} s")
+
+
+def kill_device(link: FlowerLink, camera: int) -> None:
+    """SIGKILL a camera's SuperNode and everything it started: a device that loses power."""
+    os.killpg(link.devices[camera].pid, signal.SIGKILL)
+    link.devices[camera].wait(timeout=30)
+
+
+def test_a_network_that_keeps_going_when_nodes_drop_out(deployed_run, network: dict, deployed):
+    """Last in this module (it kills SuperNodes). One camera's SuperNode is killed during the
+    walk and restarted with its key; another is killed during the clustering rounds. The run
+    completes: the hop to the dead node is skipped with the weights kept, the restarted node
+    rejoins and trains again, the labels come from the cameras that answered every round; the
+    walking weights travel in float16, half the bytes of the float32 run."""
+    link, _ = deployed
+    out = network["root"] / "dropout-out"
+    config = {**RUN, "partitions-dir": str(network["partitions"]), "output-dir": str(out),
+              "style-transfer": False, "walk-hops": 6, "walk-order": "permutation",
+              "incremental-hops": 3, "eval-mode": "server", "hop-timeout": 20.0,
+              "node-retries": 0, "probe-interval": 5.0, "transfer-dtype": "float16"}
+    cameras = sorted(network["devices"])
+    planned = [cameras[i] for i in hop_order(len(cameras), 6, "permutation", RUN["seed"])]
+    walker, clustered_out = planned[2], min(c for c in cameras if c != planned[2])
+    run_id, _ = link.start_run(config, stream=False)
+    hops_file = wait_for(lambda: next(out.glob("*/hops.jsonl"), None), "no hop")
+    run_dir = hops_file.parent
+    kill_device(link, walker)  # hop 0 is under way: hop 2 goes to a dead node
+    wait_for(lambda: len(read_lines(hops_file)) >= 3, "hop 2 never ended")
+    link.devices[walker] = start_device(link, network, walker)  # same key, same node id
+    bank = network["devices"][clustered_out] / "data" / "runs" / run_dir.name / "memory.npy"
+    wait_for(bank.is_file, "no memory round")
+    time.sleep(1.0)
+    kill_device(link, clustered_out)
+    assert link.wait(run_id) == "finished:completed"
+
+    hops = read_lines(hops_file)
+    walk = [h for h in hops if h["phase"] == "walk"]
+    assert [h["hop"] for h in walk if "skipped" in h] == [2]
+    assert walk[2]["camera"] == walker and "did not answer within 20 s" in walk[2]["skipped"]
+    assert walk[3]["sent_digest"] == walk[2]["sent_digest"] != walk[1]["sent_digest"]
+    assert all("loss" in h for h in hops if "skipped" not in h)
+    assert any(h["camera"] == walker and "loss" in h for h in hops[3:])  # visited again
+    events = json.loads((run_dir / "network.json").read_text())["events"]
+    assert any(e["camera"] == walker and e["event"] == "rejoined" for e in events)
+
+    clustering = json.loads((run_dir / "clustering.json").read_text())
+    kept = [c for c in cameras if c != clustered_out]
+    assert clustering["cameras"] == kept and list(clustering["missing"]) == [str(clustered_out)]
+    banks = {c: np.load(network["devices"][c] / "data" / "runs" / run_dir.name / "memory.npy")
+             for c in kept}
+    reference = cluster_centralised(banks, alpha=RUN["alpha"])
+    assert np.array_equal(np.load(run_dir / "clusters.npz")["cluster_of"],
+                          reference.cluster_of)
+    assert {h["camera"] for h in hops if h["phase"] == "incremental"} <= set(kept)
+    assert json.loads((run_dir / "unification.json").read_text())["cameras"]
+    assert (run_dir / "checkpoints" / "final.pt").is_file()
+
+    full = read_lines(deployed_run["dir"] / "hops.jsonl")[0]["bytes_sent"]  # float32
+    half = [h["bytes_sent"] for h in hops]
+    assert all(abs(b / full - 0.5) < 0.005 for b in half), (half, full)

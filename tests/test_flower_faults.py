@@ -10,8 +10,10 @@ after each skipped hop are those before it; unification leaves out the broken co
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tomli_w
 import torch
@@ -22,7 +24,11 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from dmnreid.checks import non_finite
+from dmnreid.data_prep.partition import read_partition
 from dmnreid.data_prep.synthetic import SyntheticConfig, generate
+from dmnreid.memory.reference import cluster_centralised
+from dmnreid.node_state import load_memory_bank
+from dmnreid.strategies.unification import pick_one
 from tests.flower_harness import PROJECT, FlowerLink
 
 CAMERAS = 3
@@ -37,6 +43,7 @@ FAULTY_CLIENT = '''"""The project's ClientApp with faulty nodes (by test_flower_
 
 import hashlib
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -48,6 +55,7 @@ from dmnreid.messages import CONFIG, WEIGHTS, record_state, state_record
 from dmnreid.node_state import node_dir
 
 FAULTS = {faults}
+DOWN = {down}
 RECEIVED = Path({received!r})
 
 
@@ -59,7 +67,8 @@ def digest(state) -> str:
 
 
 def faults(msg, context, call_next):
-    """Log the weights each hop receives; poison the replies FAULTS names."""
+    """Log the weights each hop receives; fail the messages DOWN names (``type`` or
+    ``type@phase``: camera ids); poison the replies FAULTS names."""
     config = msg.content[CONFIG]
     camera = load_node(node_dir(context.node_config, str(config["partition-dir"]))).camera
     kind = msg.metadata.message_type
@@ -67,6 +76,8 @@ def faults(msg, context, call_next):
         with (RECEIVED / f"camera-{{camera}}.jsonl").open("a") as fh:
             fh.write(json.dumps({{"phase": str(config["phase"]), "hop": int(config["hop"]),
                                   "digest": digest(record_state(msg.content[WEIGHTS]))}}) + "\\n")
+    if camera in DOWN.get(kind, []) + DOWN.get(f"{{kind}}@{{config.get('phase')}}", []):
+        raise RuntimeError(f"camera {{camera}} is down (test)")
     reply = call_next(msg, context)
     if camera in FAULTS.get(kind, ()) and reply.has_content() and WEIGHTS in reply.content:
         state = record_state(reply.content[WEIGHTS])
@@ -81,7 +92,8 @@ for kind, action, handler in (("query", "info", real.info), ("train", "walk", re
                               ("query", "memory", real.memory), ("query", "top1", real.top1),
                               ("query", "triangle", real.triangle),
                               ("query", "flood", real.flood),
-                              ("query", "weights", real.weights)):
+                              ("query", "weights", real.weights),
+                              ("query", "embed", real.embed)):
     getattr(app, kind)(action)(handler)
 '''
 
@@ -98,7 +110,8 @@ def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def faulty_app(folder: Path, faults: dict[str, list[int]], received: Path) -> Path:
+def faulty_app(folder: Path, faults: dict[str, list[int]], received: Path,
+               down: dict[str, list[int]] | None = None) -> Path:
     """A Flower app folder: the project's ServerApp, the faulty ClientApp, the same config."""
     project = tomllib.loads((PROJECT / "pyproject.toml").read_text())
     folder.mkdir(parents=True)
@@ -111,17 +124,18 @@ def faulty_app(folder: Path, faults: dict[str, list[int]], received: Path) -> Pa
                "config": project["tool"]["flwr"]["app"]["config"]}}}}
     (folder / "pyproject.toml").write_text(tomli_w.dumps(app))
     (folder / "faulty_client.py").write_text(
-        FAULTY_CLIENT.format(faults=json.dumps(faults), received=str(received)))
+        FAULTY_CLIENT.format(faults=json.dumps(faults), down=json.dumps(down or {}),
+                             received=str(received)))
     return folder
 
 
 def test_a_diverging_walk_stops_with_the_last_good_checkpoint(link: FlowerLink, tmp_path: Path):
-    config = {**TINY, "lr-head": 1e30, "lr-backbone": 1e30, "walk-hops": 6,
+    config = {**TINY, "lr-head": 1e30, "lr-backbone": 1e30, "walk-hops": 6, "node-retries": 0,
               "incremental-hops": 0, "eval-every": 6, "output-dir": str(tmp_path),
               "run-name": "diverging", "message-audit": str(tmp_path / "audit")}
     run_id, log = link.start_run(config, supernodes=CAMERAS)
     assert link.wait(run_id) == "finished:failed", log[-3000:]
-    assert "every camera failed its hop" in log, log[-3000:]
+    assert "every camera is left out of the walk" in log, log[-3000:]
     run_dir = next(tmp_path.glob("*-diverging"))
     hops = read_lines(run_dir / "hops.jsonl")
     assert [h["hop"] for h in hops] == [0, 1, 2]  # a permutation: all three cameras failed
@@ -176,6 +190,64 @@ def test_faulty_nodes_are_skipped_and_nothing_trained_elsewhere_is_lost(link: Fl
     assert set(metrics) == {"baseline", "walk", "incremental", "final"}
     final = torch.load(run_dir / "checkpoints" / "final.pt", weights_only=True)
     assert not non_finite(final["state"])
+
+
+def test_cameras_that_drop_out_are_left_out_and_rejoin(link: FlowerLink, tmp_path: Path):
+    """Camera 2's node errs on every hop of the first walk, camera 3's on the triangle round,
+    and the camera pick-one chooses on ``query.weights``: the run completes on the others."""
+    chosen = pick_one([1, 2], TINY["seed"])  # cameras 1 and 2 will hold model copies
+    down = {"train.walk@walk": [2], "query.triangle": [3], "query.weights": [chosen]}
+    received = tmp_path / "received"
+    app = faulty_app(tmp_path / "app", {}, received, down)
+    parts = tmp_path / "parts"
+    config = {**TINY, "walk-hops": 6, "incremental-hops": 4, "alpha": 0, "unify": "pick-one",
+              "node-retries": 0, "probe-interval": 600.0, "eval-mode": "federated",
+              "partitions-dir": str(parts), "output-dir": str(tmp_path / "out"),
+              "run-name": "dropouts"}
+    run_id, log = link.start_run(config, supernodes=CAMERAS, app=app)
+    assert link.wait(run_id) == "finished:completed", log[-3000:]
+    run_dir = next((tmp_path / "out").glob("*-dropouts"))
+    hops = read_lines(run_dir / "hops.jsonl")
+    walk = [h for h in hops if h["phase"] == "walk"]
+    assert len(walk) == 6 and any(h["camera"] == 2 for h in walk)
+    for hop in walk:  # every hop camera 2 got is skipped with its cause, the others train
+        assert ("skipped" in hop) == (hop["camera"] == 2), hop
+    assert all("camera 2 is down" in h["skipped"] for h in walk if "skipped" in h)
+    digests = {(r["phase"], r["hop"]): r["digest"]
+               for f in received.glob("*.jsonl") for r in read_lines(f)}
+    for before, after in pairwise(walk):  # nothing trained elsewhere is lost
+        same = digests[("walk", before["hop"])] == digests[("walk", after["hop"])]
+        assert same == ("skipped" in before), before
+
+    network = json.loads((run_dir / "network.json").read_text())
+    events = [(e["camera"], e["event"], e["phase"]) for e in network["events"]]
+    failed = events.index((2, "failed", "walk"))  # erred, so out for the rest of the walk
+    assert next(e for e in events[failed:] if e[:2] == (2, "rejoined"))[2] != "walk"
+    assert (3, "failed", "clustering") in events
+
+    clustering = json.loads((run_dir / "clustering.json").read_text())
+    assert clustering["cameras"] == [1, 2]
+    assert clustering["missing"]["3"]["round"] == "triangle"
+    assert "camera 3 is down" in clustering["missing"]["3"]["cause"]
+    # the labels come only from cameras 1 and 2: the centralised reference on their banks
+    node_of = {n["camera"]: n["node"] for n in read_partition(parts)["nodes"]}
+    banks = {c: load_memory_bank(parts / node_of[c], run_dir.name) for c in (1, 2)}
+    reference = cluster_centralised(banks, alpha=0)
+    saved = np.load(run_dir / "clusters.npz")
+    assert np.array_equal(saved["cluster_of"], reference.cluster_of)
+
+    incremental = [h for h in hops if h["phase"] == "incremental"]
+    assert len(incremental) == 4 and all("loss" in h for h in incremental)
+    assert {h["camera"] for h in incremental} <= {1, 2}  # camera 3 has no global labels
+
+    unification = json.loads((run_dir / "unification.json").read_text())
+    other = ({1, 2} - {chosen}).pop()
+    assert unification["cameras"] == [other] and set(unification["rejected"]) == {str(chosen)}
+    evaluations = read_lines(run_dir / "evaluations.jsonl")
+    assert {e["stage"] for e in evaluations} >= {"baseline", "walk", "incremental", "final"}
+    assert all(set(e.get("missing-cameras", [])) <= {2, 3} for e in evaluations)
+    assert set(json.loads((run_dir / "metrics.json").read_text())) == {
+        "baseline", "walk", "incremental", "final"}
 
 
 def test_refused_settings_leave_no_run_directory(link: FlowerLink, tmp_path: Path):

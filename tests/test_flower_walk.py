@@ -42,7 +42,8 @@ TINY = {
 SHARED = {"bn-mode": "shared", "eval-mode": "server"}
 WALK, INCREMENTAL = TINY["walk-hops"], TINY["incremental-hops"]
 HOP_KEYS = {"phase", "hop", "node", "camera", "loss", "accuracy", "images", "seconds",
-            "num_classes", "stem_digest", "round_trip_seconds", "bytes_sent", "bytes_received"}
+            "num_classes", "stem_digest", "round_trip_seconds", "bytes_sent", "bytes_received",
+            "sent_digest"}
 SCORES = {"rank1", "rank5", "rank10", "mAP"}
 
 

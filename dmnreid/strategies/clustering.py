@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from logging import INFO
+from dataclasses import dataclass
+from logging import INFO, WARNING
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,11 @@ from dmnreid.messages import (
     CONFIG,
     PAYLOAD,
     WEIGHTS,
+    Answers,
     NodeError,
     arrays_record,
+    exchange,
     message_bytes,
-    replies_by_node,
-    reply_content,
     state_record,
 )
 from dmnreid.run_dir import RunDir
@@ -53,27 +54,44 @@ from dmnreid.strategies.random_walk import State
 MEMORY = "memory"
 
 
+class CamerasLost(NodeError):
+    """Cameras that gave no usable reply in a round after the memory round: the protocol
+    restarts without them (labels are never computed from partial data)."""
+
+    def __init__(self, round_name: str, missing: Mapping[int, str]) -> None:
+        super().__init__(f"round {round_name}: " + "; ".join(
+            f"camera {c}: {why}" for c, why in sorted(missing.items())))
+        self.round = round_name
+        self.missing = dict(missing)
+
+
 def _send_round(grid: Grid, nodes: Mapping[int, int], name: str, message_type: str,
                 payloads: Mapping[int, Mapping[str, np.ndarray]], config: dict,
                 timeout: float, stats: list[RoundStats],
-                extra: Mapping[str, ArrayRecord] | None = None) -> dict[int, RecordDict]:
-    """One message per camera in ``payloads``; return each camera's reply content."""
+                extra: Mapping[str, ArrayRecord] | None = None) -> Answers:
+    """One message per camera in ``payloads``; each camera's reply content, and why each
+    camera that gave none is missing."""
     start = time.perf_counter()
-    messages, sent = [], 0
+    messages, sent = {}, 0
     for camera, arrays in payloads.items():
         content = RecordDict({PAYLOAD: arrays_record(arrays), CONFIG: ConfigRecord(config),
                               **(extra or {})})
         sent += message_bytes(content)
-        messages.append(Message(content, dst_node_id=nodes[camera], message_type=message_type))
-    ids = [nodes[c] for c in payloads]
-    replies = replies_by_node(grid.send_and_receive(messages, timeout=timeout), ids, name)
-    camera_of = {node: camera for camera, node in nodes.items()}
-    out = {camera_of[n]: reply_content(r, f"{n} (camera {camera_of[n]})")
-           for n, r in replies.items()}
+        messages[camera] = Message(content, dst_node_id=nodes[camera],
+                                   message_type=message_type)
+    answers = exchange(grid, messages, timeout)
     stats.append(RoundStats(name, len(messages), sent,
-                            sum(message_bytes(c) for c in out.values()),
+                            sum(message_bytes(c) for c in answers.content.values()),
                             time.perf_counter() - start))
-    return out
+    log(INFO, "Clustering round %s: %d of %d cameras answered in %.1f s", name,
+        len(answers.content), len(messages), stats[-1].seconds)
+    return answers
+
+
+def _every(answers: Answers, name: str) -> dict[int, RecordDict]:
+    if answers.missing:
+        raise CamerasLost(name, answers.missing)
+    return answers.content
 
 
 def _arrays(content: RecordDict, name: str, camera: int) -> dict[str, np.ndarray]:
@@ -91,40 +109,49 @@ def _pairs(content: RecordDict, camera: int) -> Pairs:
         raise NodeError(f"camera {camera}: malformed neighbour list (no {err})") from err
 
 
-def check_banks(banks: Mapping[int, np.ndarray | None], sizes: Mapping[int, int],
-                nodes: Mapping[int, int]) -> dict[int, np.ndarray]:
-    """Every camera's bank present, (tracklets, d) with one common d, finite; else NodeError
-    naming the camera and node, so no labels are ever computed from partial data."""
-    missing = sorted(set(sizes) - {c for c, b in banks.items() if b is not None})
-    if missing:
-        raise NodeError(f"no memory bank from camera(s) {missing} "
-                        f"(node(s) {[nodes.get(c) for c in missing]})")
+def usable_banks(banks: Mapping[int, np.ndarray | None], sizes: Mapping[int, int],
+                 nodes: Mapping[int, int]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """The banks that are (tracklets, d) with the common d and finite, and why each other
+    camera's bank is refused (missing, wrong shape, non-finite), naming camera and node."""
     checked: dict[int, np.ndarray] = {}
+    refused: dict[int, str] = {}
     for camera in sorted(sizes):
-        bank = banks[camera]
-        if bank.ndim != 2 or bank.shape[0] != sizes[camera]:
-            raise NodeError(f"camera {camera} (node {nodes.get(camera)}): memory bank of shape "
-                            f"{bank.shape}, expected ({sizes[camera]}, d)")
-        if not np.isfinite(bank).all():
-            raise NodeError(f"camera {camera} (node {nodes.get(camera)}): non-finite memories")
-        checked[camera] = bank
-    widths = {c: b.shape[1] for c, b in checked.items()}
-    common = max(set(widths.values()), key=list(widths.values()).count)
-    odd = {c: w for c, w in widths.items() if w != common}
-    if odd:
-        camera = min(odd)
-        raise NodeError(f"camera {camera} (node {nodes.get(camera)}): memory bank of width "
-                        f"{odd[camera]}, the other cameras' have {common}")
-    return checked
+        bank = banks.get(camera)
+        where = f"camera {camera} (node {nodes.get(camera)})"
+        if bank is None:
+            refused[camera] = f"no memory bank from {where}"
+        elif bank.ndim != 2 or bank.shape[0] != sizes[camera]:
+            refused[camera] = (f"{where}: memory bank of shape {bank.shape}, expected "
+                               f"({sizes[camera]}, d)")
+        elif not np.isfinite(bank).all():
+            refused[camera] = f"{where}: non-finite memories"
+        else:
+            checked[camera] = bank
+    if checked:
+        widths = [b.shape[1] for b in checked.values()]
+        common = max(set(widths), key=widths.count)
+        for camera in [c for c, b in checked.items() if b.shape[1] != common]:
+            refused[camera] = (f"camera {camera} (node {nodes.get(camera)}): memory bank of "
+                               f"width {checked.pop(camera).shape[1]}, the other cameras' "
+                               f"have {common}")
+    return checked, refused
 
 
 def collect_banks(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[int, int], state: State,
-                  config: dict, timeout: float, stats: list[RoundStats]) -> dict[int, np.ndarray]:
-    """``query.memory``: every node's memory bank, checked for shape and values."""
-    replies = _send_round(grid, nodes, "memory", "query.memory", {c: {} for c in nodes},
-                          config, timeout, stats, {WEIGHTS: state_record(state)})
-    return check_banks({c: _arrays(r, MEMORY, c).get("features") for c, r in replies.items()},
-                       sizes, nodes)
+                  config: dict, timeout: float, stats: list[RoundStats], dtype: str = "float32"
+                  ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """``query.memory``: the usable memory bank of every node that answered, and why each
+    other camera has none."""
+    answers = _send_round(grid, nodes, "memory", "query.memory", {c: {} for c in nodes},
+                          config, timeout, stats, {WEIGHTS: state_record(state, dtype)})
+    banks = {}
+    for camera, reply in answers.content.items():
+        try:
+            banks[camera] = _arrays(reply, MEMORY, camera).get("features")
+        except NodeError as err:
+            answers.missing[camera] = str(err)
+    checked, refused = usable_banks(banks, {c: sizes[c] for c in banks}, nodes)
+    return checked, {**answers.missing, **refused}
 
 
 def graph_clusters(edges: Pairs, total: int) -> np.ndarray:
@@ -143,60 +170,113 @@ def ground_truth(partitions: Path | None, ids: GlobalIds) -> np.ndarray | None:
         return None
     table = pd.read_csv(path)
     truth = np.full(ids.total, -1, dtype=np.int64)
-    for camera, rows in table.groupby("camera"):
+    for camera, rows in table[table["camera"].isin(ids.cameras)].groupby("camera"):
         truth[ids.gids(int(camera), rows["label"].to_numpy())] = rows["pid"].to_numpy()
     return truth
 
 
-def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[int, int],
-                           state: State, config: dict, alpha: int, reach: str, timeout: float,
-                           max_distance: float = 0.0
-                           ) -> tuple[GlobalIds, np.ndarray, Pairs, Pairs, list[RoundStats]]:
-    """Run every round; return ids, cluster id per gid, step-1 edges, kept edges, round stats."""
-    stats: list[RoundStats] = []
-    banks = collect_banks(grid, nodes, sizes, state, config, timeout, stats)
+@dataclass
+class Clustering:
+    """The outcome of the protocol: ids of the cameras that took part, cluster id per gid,
+    step-1 and kept edges, round stats, and the cameras left out, with the round each went
+    missing in and why."""
+
+    ids: GlobalIds
+    cluster_of: np.ndarray
+    step1: Pairs
+    kept: Pairs
+    stats: list[RoundStats]
+    missing: dict[int, dict[str, str]]
+
+
+def _rounds(grid: Grid, nodes: Mapping[int, int], banks: Mapping[int, np.ndarray],
+            config: dict, alpha: int, reach: str, timeout: float, max_distance: float,
+            stats: list[RoundStats]) -> tuple[GlobalIds, np.ndarray, Pairs, Pairs]:
+    """The rounds after the memory round, over the cameras of ``banks``; CamerasLost when
+    a camera gives no usable reply."""
     ids = GlobalIds.from_sizes({c: len(b) for c, b in banks.items()})
     id_arrays = ids.to_arrays()
     with_ids: Callable[[dict], dict] = lambda arrays: {**arrays, **id_arrays}  # noqa: E731
 
+    def parsed(replies: dict[int, RecordDict], name: str, parse: Callable) -> dict:
+        out, bad = {}, {}
+        for camera, reply in replies.items():
+            try:
+                out[camera] = parse(reply, camera)
+            except (NodeError, KeyError) as err:
+                bad[camera] = f"malformed reply ({err})"
+        if bad:
+            raise CamerasLost(name, bad)
+        return out
+
     top1 = {c: p for c, p in route_top1(banks, ids).items() if len(p.labels)}
-    replies = _send_round(grid, nodes, "top1", "query.top1",
-                          {c: with_ids(p.to_arrays()) for c, p in top1.items()},
-                          {**config, "max-distance": max_distance}, timeout, stats)
-    edges = {c: _pairs(replies[c], c) if c in replies else Pairs.empty()
-             for c in ids.cameras.tolist()}
-    step1 = check_top1_replies(edges, ids)
+    replies = _every(_send_round(grid, nodes, "top1", "query.top1",
+                                 {c: with_ids(p.to_arrays()) for c, p in top1.items()},
+                                 {**config, "max-distance": max_distance}, timeout, stats),
+                     "top1")
+    edges = parsed(replies, "top1", _pairs)
+    step1 = check_top1_replies({c: edges.get(c, Pairs.empty()) for c in ids.cameras.tolist()},
+                               ids)
 
     triangle = route_triangle(step1, ids)
-    replies = _send_round(grid, nodes, "triangle", "query.triangle",
-                          {c: with_ids(p.to_arrays()) for c, p in triangle.items()},
-                          {**config, "alpha": alpha}, timeout, stats)
-    kept_lists = {c: _pairs(r, c) for c, r in replies.items()}
+    replies = _every(_send_round(grid, nodes, "triangle", "query.triangle",
+                                 {c: with_ids(p.to_arrays()) for c, p in triangle.items()},
+                                 {**config, "alpha": alpha}, timeout, stats), "triangle")
+    kept_lists = parsed(replies, "triangle", _pairs)
     kept = check_triangle_replies(kept_lists, step1, ids)
 
     sets: Mapping[int, Pairs] = kept_lists
+    flood: dict[int, FloodReply] = {}
     for k in range(1, ids.total + 2):
+        name = f"flood-{k}"
         payloads = route_flood(sets, kept, ids, reach)
-        replies = _send_round(grid, nodes, f"flood-{k}", "query.flood",
-                              {c: with_ids(p.to_arrays()) for c, p in payloads.items()},
-                              config, timeout, stats)
-        try:
-            flood = {c: FloodReply.from_arrays(_arrays(r, PAYLOAD, c))
-                     for c, r in replies.items()}
-        except KeyError as err:
-            raise NodeError(f"flood reply without {err}") from err
+        replies = _every(_send_round(grid, nodes, name, "query.flood",
+                                     {c: with_ids(p.to_arrays()) for c, p in payloads.items()},
+                                     config, timeout, stats), name)
+        flood = parsed(replies, name,
+                       lambda r, c: FloodReply.from_arrays(_arrays(r, PAYLOAD, c)))
         if not check_flood_replies(flood, ids):
             break
         sets = {c: r.sets for c, r in flood.items()}
-    return ids, labels_from_flood(flood, ids), step1, kept, stats
+    return ids, labels_from_flood(flood, ids), step1, kept
+
+
+def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[int, int],
+                           state: State, config: dict, alpha: int, reach: str, timeout: float,
+                           max_distance: float = 0.0, dtype: str = "float32") -> Clustering:
+    """Run every round over the cameras that answer.
+
+    A camera without a usable bank at the memory round is left out of this clustering; one
+    lost in a later round makes the protocol start again from the mutual top-1 round without
+    it (the banks of the others are still those of this model), so labels only ever come
+    from cameras that answered every round.
+    """
+    stats: list[RoundStats] = []
+    banks, refused = collect_banks(grid, nodes, sizes, state, config, timeout, stats, dtype)
+    missing = {c: {"round": "memory", "cause": why} for c, why in refused.items()}
+    while True:
+        if not banks:
+            raise NodeError("no camera gave a usable memory bank: " + "; ".join(
+                f"camera {c}: {m['cause']}" for c, m in sorted(missing.items())))
+        try:
+            ids, cluster_of, step1, kept = _rounds(grid, nodes, banks, config, alpha, reach,
+                                                   timeout, max_distance, stats)
+            return Clustering(ids, cluster_of, step1, kept, stats, missing)
+        except CamerasLost as lost:
+            log(WARNING, "Clustering starts again without camera(s) %s (%s)",
+                sorted(lost.missing), lost)
+            for camera, why in lost.missing.items():
+                missing[camera] = {"round": lost.round, "cause": why}
+                banks.pop(camera, None)
 
 
 def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, int],
                   state: State, config: dict, alpha: int, reach: str, timeout: float,
                   run: RunDir, partitions: Path | None, max_distance: float = 0.0,
-                  tag: str = ""
-                  ) -> dict[int, np.ndarray]:
-    """Global class (0..K-1) per local tracklet of every camera; saved and reused on resume.
+                  tag: str = "", dtype: str = "float32"
+                  ) -> tuple[dict[int, np.ndarray], dict[int, dict[str, str]]]:
+    """Global class (0..K-1) per local tracklet of every camera that took part, and the
+    cameras left out (round and cause); saved and reused on resume.
 
     ``tag`` tells apart the clusterings of one run when it re-clusters during the walk.
     """
@@ -204,12 +284,17 @@ def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, 
     if saved.is_file():
         data = np.load(saved)
         ids = GlobalIds.from_arrays(data)
-        return ids.split(data["classes"])
+        missing = run.read_json(f"clustering{tag}.json").get("missing", {})
+        return ids.split(data["classes"]), {int(c): m for c, m in missing.items()}
     by_camera = {camera: node for node, camera in nodes}
-    ids, cluster_of, step1, kept, stats = distributed_clustering(
-        grid, by_camera, sizes, state, config, alpha, reach, timeout, max_distance)
+    result = distributed_clustering(grid, by_camera, sizes, state, config, alpha, reach,
+                                    timeout, max_distance, dtype)
+    ids, cluster_of, step1, kept, stats = (result.ids, result.cluster_of, result.step1,
+                                           result.kept, result.stats)
     _, classes = np.unique(cluster_of, return_inverse=True)
     summary = {
+        "cameras": ids.cameras.tolist(),
+        "missing": {str(c): m for c, m in sorted(result.missing.items())},
         "alpha": alpha, "reach": reach, "max_distance": max_distance, "rounds": len(stats),
         "memories": ids.total,
         "edges_mutual": len(step1), "edges_kept": len(kept) // 2,
@@ -235,4 +320,7 @@ def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, 
         tri = summary["diagnostics"]["triangle"]
         log(INFO, "Clusters vs true identities: precision %.2f recall %.2f F %.2f NMI %.2f",
             tri["precision"], tri["recall"], tri["fscore"], tri["nmi"])
-    return ids.split(classes.astype(np.int64))
+    if result.missing:
+        log(WARNING, "Clustering left out camera(s) %s: their tracklets get no global label "
+            "and they sit out the incremental walk until a new clustering", sorted(result.missing))
+    return ids.split(classes.astype(np.int64)), result.missing

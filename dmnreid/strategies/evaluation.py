@@ -21,8 +21,7 @@ from dmnreid.messages import (
     PAYLOAD,
     WEIGHTS,
     NodeError,
-    replies_by_node,
-    reply_content,
+    exchange,
     state_record,
 )
 from dmnreid.reid.evaluator import SPLITS, Evaluator, ItemFeatures, rank
@@ -32,16 +31,18 @@ State = OrderedDict[str, torch.Tensor]
 
 
 def federated_embeddings(grid: Grid, nodes: list[tuple[int, int]], state: State,
-                         config: dict, timeout: float) -> dict[int, dict[str, ItemFeatures]]:
-    """Every node's query/gallery features under the walking weights ``state``."""
-    messages = [Message(RecordDict({WEIGHTS: state_record(state), CONFIG: ConfigRecord(config)}),
-                        dst_node_id=node, message_type="query.embed") for node, _ in nodes]
-    replies = replies_by_node(grid.send_and_receive(messages, timeout=timeout),
-                              [node for node, _ in nodes], "query.embed")
+                         config: dict, timeout: float, dtype: str = "float32"
+                         ) -> tuple[dict[int, dict[str, ItemFeatures]], dict[int, str]]:
+    """The query/gallery features of every node that answers, under the walking weights
+    ``state``, and why each other camera is missing."""
+    messages = {camera: Message(RecordDict({WEIGHTS: state_record(state, dtype),
+                                            CONFIG: ConfigRecord(config)}),
+                                dst_node_id=node, message_type="query.embed")
+                for node, camera in nodes}
+    answers = exchange(grid, messages, timeout)
     embedded = {}
     model_width = None  # every camera's features must have the first camera's dimension
-    for node, camera in nodes:
-        content = reply_content(replies[node], f"{node} (camera {camera})")
+    for camera, content in sorted(answers.content.items()):
         if PAYLOAD not in content:
             raise NodeError(f"camera {camera} sent an embedding reply without features")
         arrays = {k: a.numpy() for k, a in content[PAYLOAD].items()}
@@ -56,17 +57,29 @@ def federated_embeddings(grid: Grid, nodes: list[tuple[int, int]], state: State,
         foreign = {int(c) for s in SPLITS for c in embedded[camera][s].camids} - {camera}
         if foreign:
             raise NodeError(f"camera {camera} sent features of camera(s) {sorted(foreign)}")
-    return embedded
+    return embedded, answers.missing
 
 
 def evaluate_state(state: State, cfg: RunConfig, model: ReidNet, evaluator: Evaluator | None,
                    grid: Grid | None = None, nodes: list[tuple[int, int]] | None = None,
-                   config: dict | None = None) -> dict[str, float]:
-    """CMC/mAP of the walking weights ``state`` in the run's ``eval-mode`` and ``bn-mode``."""
+                   config: dict | None = None) -> dict:
+    """CMC/mAP of the walking weights ``state`` in the run's ``eval-mode`` and ``bn-mode``.
+
+    Federated scores over fewer cameras than ``nodes`` say so: ``missing-cameras`` lists the
+    cameras whose queries and galleries were not scored (none answered: NodeError).
+    """
     if cfg.eval_mode == "federated":
         if grid is None or nodes is None or config is None:
             raise ValueError("federated evaluation needs the grid, the nodes and the config")
-        return rank(federated_embeddings(grid, nodes, state, config, cfg.node_timeout).values())
+        embedded, missing = federated_embeddings(grid, nodes, state, config, cfg.node_timeout,
+                                                 cfg.transfer_dtype)
+        if not embedded:
+            raise NodeError("no camera answered the evaluation: " + "; ".join(
+                f"camera {c}: {why}" for c, why in sorted(missing.items())))
+        scores: dict = rank(embedded.values())
+        if missing:
+            scores["missing-cameras"] = sorted(missing)
+        return scores
     if evaluator is None:
         raise ValueError("server-side evaluation needs the server's copy of the test images")
     load_walking_state(model, state, cfg.freeze_stem, cfg.bn_mode)

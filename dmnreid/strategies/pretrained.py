@@ -22,21 +22,24 @@ MESSAGE = "query.pretrained"
 
 def distribute_weights(grid: Grid, nodes: list[tuple[int, int]], weights: Path | None,
                        config: dict, timeout: float) -> dict:
-    """Make sure every node holds ``weights``; returns which cameras were sent them and the
-    bytes each message carried (nothing to do without pretrained weights)."""
+    """Make sure every node holds ``weights``; returns which cameras were sent them, the
+    bytes each message carried, and the cameras that did not answer with why (nothing to do
+    without pretrained weights)."""
     if weights is None:
-        return {"sent": [], "bytes": 0}
+        return {"sent": [], "bytes": 0, "missing": {}}
     held = ask_nodes(grid, nodes, MESSAGE, config, timeout)
-    missing = [(node, camera) for node, camera in nodes
-               if not int(metrics_of(held[camera]).get("held", 0))]
+    missing = [(node, camera) for node, camera in nodes if camera in held.content
+               and not int(metrics_of(held.content[camera]).get("held", 0))]
     if not missing:
-        log(INFO, "Pretrained weights: every node already holds them")
-        return {"sent": [], "bytes": 0}
+        log(INFO, "Pretrained weights: every node that answered already holds them")
+        return {"sent": [], "bytes": 0, "missing": held.missing}
     record = state_record(read_backbone(weights))
     log(INFO, "Pretrained weights: sending %.1f MB to camera(s) %s (once; later messages name "
         "them by sha256)", record.count_bytes() / 1e6, [c for _, c in missing])
     replies = ask_nodes(grid, missing, MESSAGE, config, timeout, {WEIGHTS: record})
-    refused = [c for c, content in replies.items() if not int(metrics_of(content)["held"])]
+    refused = [c for c, content in replies.content.items()
+               if not int(metrics_of(content)["held"])]
     if refused:
         raise NodeError(f"camera(s) {refused} did not store the pretrained weights")
-    return {"sent": sorted(c for _, c in missing), "bytes": record.count_bytes()}
+    return {"sent": sorted(replies.content), "bytes": record.count_bytes(),
+            "missing": {**held.missing, **replies.missing}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -18,12 +19,13 @@ from dmnreid.messages import (
     HEAD,
     WEIGHTS,
     NodeError,
+    exchange,
     message_bytes,
     metrics_of,
     record_state,
-    reply_content,
     state_record,
 )
+from dmnreid.strategies.roster import Roster
 
 
 def hop_order(num_nodes: int, hops: int, order: str, seed: int) -> list[int]:
@@ -72,6 +74,7 @@ class Hop:
     round_trip_seconds: float
     bytes_sent: int
     bytes_received: int
+    sent_digest: str
 
 
 @dataclass(frozen=True)
@@ -87,20 +90,31 @@ class SkippedHop:
     round_trip_seconds: float
     bytes_sent: int
     bytes_received: int
+    sent_digest: str
 
 
 class HopFailed(NodeError):
-    """A node answered a hop, but with nothing usable: diverged training, non-finite or
-    malformed weights. Unlike a node that errs, this does not stop the walk."""
+    """A hop that gave nothing usable (the node failed or did not answer, its training
+    diverged, its weights are non-finite or malformed): the walk skips it and goes on."""
 
-    def __init__(self, record: SkippedHop) -> None:
+    def __init__(self, record: SkippedHop, gone: bool = False) -> None:
         super().__init__(f"hop {record.hop}: camera {record.camera} (node {record.node}): "
                          f"{record.skipped}")
         self.record = record
+        self.gone = gone  # the node did not answer or is unavailable (not: it answered badly)
 
 
 State = OrderedDict[str, torch.Tensor]
 HOP_METRICS = ("loss", "accuracy", "images", "seconds", "num-classes", "stem-digest")
+
+
+def state_digest(state: State) -> str:
+    """A short sha256 of the weights a hop sends: equal digests on two hops mean the walk
+    carried the same weights (e.g. across a skipped hop)."""
+    sha = hashlib.sha256()
+    for key, tensor in state.items():
+        sha.update(key.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return sha.hexdigest()[:16]
 
 
 def _checked_reply(reply: RecordDict, state: State, head_like: State | None,
@@ -127,71 +141,93 @@ def _checked_reply(reply: RecordDict, state: State, head_like: State | None,
 
 def send_hop(grid: Grid, node_id: int, camera: int, hop: int, state: State, config: dict,
              timeout: float, extra: Mapping[str, ArrayRecord] | None = None,
-             head_like: State | None = None) -> tuple[State, State | None, Hop]:
-    """Send the walking weights (and ``extra`` records) to one node for a hop.
+             head_like: State | None = None, dtype: str = "float32"
+             ) -> tuple[State, State | None, Hop]:
+    """Send the walking weights (in ``dtype`` on the wire, and ``extra`` records) to one node
+    for a hop.
 
     Returns the node's walking weights, its classifier head when it sent one back (travelling
-    head, checked against ``head_like``), and the hop's record. A reply that cannot be used
-    (diverged, non-finite or malformed) raises HopFailed with the skipped hop's record; a node
-    that errs or does not answer raises NodeError.
+    head, checked against ``head_like``), and the hop's record. A hop that gives nothing
+    usable (the node errs, is unavailable or does not answer within ``timeout``; its training
+    diverged; its weights are non-finite or malformed) raises HopFailed with the skipped
+    hop's record.
     """
-    content = RecordDict({WEIGHTS: state_record(state),
+    content = RecordDict({WEIGHTS: state_record(state, dtype),
                           CONFIG: ConfigRecord({**config, "hop": hop}), **(extra or {})})
-    sent = message_bytes(content)
+    sent, digest = message_bytes(content), state_digest(state)
     start = time.perf_counter()
-    message = Message(content, dst_node_id=node_id, message_type="train.walk")
-    replies = list(grid.send_and_receive([message], timeout=timeout))
-    if not replies:
-        raise NodeError(f"hop {hop}: camera {camera} (node {node_id}) did not answer within "
-                        f"{timeout:.0f} s")
-    reply = reply_content(replies[0], f"{node_id} (camera {camera})")
     phase = str(config.get("phase", "walk"))
+    answers = exchange(grid, {camera: Message(content, dst_node_id=node_id,
+                                              message_type="train.walk")}, timeout)
+
+    def failed(why: str, received: int = 0, gone: bool = False) -> HopFailed:
+        return HopFailed(SkippedHop(phase, hop, node_id, camera, why,
+                                    time.perf_counter() - start, sent, received, digest), gone)
+
+    if camera in answers.missing:
+        raise failed(answers.missing[camera], gone=camera in answers.gone)
+    reply = answers.content[camera]
     try:
         new_state, head, metrics = _checked_reply(reply, state, head_like,
                                                   f"camera {camera}'s hop {hop}")
     except StateError as err:
-        raise HopFailed(SkippedHop(phase, hop, node_id, camera, str(err),
-                                   time.perf_counter() - start, sent,
-                                   message_bytes(reply))) from err
+        raise failed(str(err), message_bytes(reply)) from err
     return new_state, head, Hop(
         phase=phase, hop=hop, node=node_id, camera=camera, loss=float(metrics["loss"]),
         accuracy=float(metrics["accuracy"]), images=int(metrics["images"]),
         seconds=float(metrics["seconds"]), num_classes=int(metrics["num-classes"]),
         stem_digest=int(metrics["stem-digest"]), round_trip_seconds=time.perf_counter() - start,
-        bytes_sent=sent, bytes_received=message_bytes(reply),
+        bytes_sent=sent, bytes_received=message_bytes(reply), sent_digest=digest,
     )
 
 
-def walk(grid: Grid, nodes: list[tuple[int, int]], state: State, order: list[int], start: int,
+def stand_in(live: list[int], previous: int | None, seed: int, hop: int) -> int:
+    """The camera that takes a hop planned for a left-out one: seeded, never the camera of
+    the hop before when another is live."""
+    others = [c for c in live if c != previous] or live
+    return others[int(np.random.default_rng([seed, hop]).integers(len(others)))]
+
+
+def walk(grid: Grid, roster: Roster, state: State, order: list[int], start: int,
          config: dict, timeout: float,
          after_hop: Callable[[Hop | SkippedHop, State, State | None], None],
          payload: Callable[[int, State | None], Mapping[str, ArrayRecord]] | None = None,
-         head: State | None = None, head_like: State | None = None
+         head: State | None = None, head_like: State | None = None,
+         among: set[int] | None = None, dtype: str = "float32", seed: int = 0
          ) -> tuple[State, State | None]:
-    """Walk hops ``start..len(order)-1`` over ``nodes`` = [(node id, camera)].
+    """Walk hops ``start..len(order)-1``; ``order[hop]`` indexes ``roster.cameras``.
 
     ``payload(camera, head)`` adds records to a hop's message (the incremental walk's class
-    targets and travelling head); a head a node sends back travels on to the next hop. A hop
-    whose reply cannot be used is skipped: the weights stay those of the last good hop and the
-    walk goes on; when every camera has failed since the last good hop, the walk stops.
+    targets and travelling head); a head a node sends back travels on to the next hop. Only
+    cameras ``among`` take part (all when None). A hop that gives nothing usable is skipped:
+    the weights stay those of the last good hop and the walk goes on. A camera left out by
+    the roster has its hops taken by another live camera (:func:`stand_in`) until it is back;
+    when no camera is left, the walk stops.
     """
-    failed: dict[int, str] = {}
+    phase = str(config.get("phase", "walk"))
+    previous: int | None = None
     for hop in range(start, len(order)):
-        node_id, camera = nodes[order[hop]]
+        roster.refresh(grid, phase)
+        live = [c for _, c in roster.live(among)]
+        if not live:
+            raise NodeError(
+                f"every camera is left out of the {phase} (each failed node-retries + 1 hops "
+                "in a row), so it cannot go on; the last good weights are checkpointed. "
+                "Causes: " + "; ".join(f"camera {c}: {why}"
+                                       for c, why in sorted(roster.out.items())))
+        camera = roster.cameras[order[hop]]
+        if camera not in live:
+            camera = stand_in(live, previous, seed, hop)
+        previous = camera
         extra = payload(camera, head) if payload else None
         try:
-            state, returned, record = send_hop(grid, node_id, camera, hop, state, config,
-                                               timeout, extra, head_like)
+            state, returned, record = send_hop(grid, roster.nodes[camera], camera, hop, state,
+                                               config, timeout, extra, head_like, dtype)
         except HopFailed as failure:
             after_hop(failure.record, state, head)
-            failed[camera] = failure.record.skipped
-            if len(failed) == len({c for _, c in nodes}):
-                raise NodeError(
-                    "every camera failed its hop since the last good one, so the walk cannot "
-                    "go on; the last good weights are checkpointed. Causes: " + "; ".join(
-                        f"camera {c}: {why}" for c, why in sorted(failed.items()))) from None
+            roster.failed(camera, phase, failure.record.skipped, failure.gone)
             continue
-        failed.clear()
+        roster.succeeded(camera)
         head = returned if returned is not None else head
         after_hop(record, state, head)
     return state, head

@@ -128,6 +128,9 @@ def held_out_check(grid: Grid, senders: list[tuple[int, int]], cfg: RunConfig,
     """Fetch every trained generator (``query.generator``) and measure its translation of the
     query/gallery images the server holds; logs the mean and returns the per-camera gaps."""
     fetched = ask_nodes(grid, senders, "query.generator", base_config, cfg.node_timeout)
+    for camera, why in fetched.missing.items():
+        log(WARNING, "Camera %d's translation is not measured: %s", camera, why)
+    fetched = fetched.content
     generators = {}
     for camera, content in fetched.items():
         generator = ResnetGenerator(cfg.style_generator_filters, cfg.style_generator_blocks)
@@ -169,9 +172,15 @@ def style_phase(grid: Grid, nodes: list[tuple[int, int]], cfg: RunConfig, base_c
         cfg.style_iterations, cfg.style_batch_size, cfg.style_height, cfg.style_width)
     start = time.perf_counter()
     # every node trains at once; on shared hardware (simulation) they may take turns
-    trained = ask_nodes(grid, senders, "train.style", base_config,
-                   cfg.node_timeout * max(1, len(senders)))
-    per_camera = {c: metrics_of(content) for c, content in trained.items()}
+    answers = ask_nodes(grid, senders, "train.style", base_config,
+                        cfg.node_timeout * max(1, len(senders)))
+    if not answers.content:
+        raise NodeError("no camera trained its CycleGAN: " + "; ".join(
+            f"camera {c}: {why}" for c, why in sorted(answers.missing.items())))
+    for camera, why in sorted(answers.missing.items()):
+        log(WARNING, "Camera %d did not train its CycleGAN (%s): it walks on its own images",
+            camera, why)
+    per_camera = {c: metrics_of(content) for c, content in answers.content.items()}
     seconds = time.perf_counter() - start
     for camera, m in sorted(per_camera.items()):
         log(INFO, "camera %d: %d iterations (%s), cycle %.3f -> %.3f, %.3f s/batch, "
@@ -181,6 +190,7 @@ def style_phase(grid: Grid, nodes: list[tuple[int, int]], cfg: RunConfig, base_c
             m["seconds-per-batch"], m["translate-seconds-per-image"])
     summary = {
         "target_camera": target, "phase_seconds": seconds,
+        "missing": {str(c): why for c, why in sorted(answers.missing.items())},
         "per_camera": {str(c): per_camera[c] for c in per_camera},
         "seconds_per_batch": float(np.mean([m["seconds-per-batch"]
                                             for m in per_camera.values()])),
@@ -191,8 +201,8 @@ def style_phase(grid: Grid, nodes: list[tuple[int, int]], cfg: RunConfig, base_c
         log(INFO, "The server holds no test images (dataset = 'devices'): the translation is "
             "not measured")
     else:
-        gaps = held_out_check(grid, senders, cfg, base_config, partitions, model, target,
-                              run.path / GRID)
+        gaps = held_out_check(grid, [(n, c) for n, c in senders if c in per_camera], cfg,
+                              base_config, partitions, model, target, run.path / GRID)
         for camera, values in summary["per_camera"].items():
             values.update(gaps.get(int(camera), {}))
         summary |= {"gap_floor": gaps["floor"], "mean": mean_gaps(gaps, per_camera)}
