@@ -4,7 +4,8 @@ Uses the very code a Flower run uses on the nodes (``dmnreid.node``: hops, memor
 distributed protocol's node functions and routing (``cluster_distributed``), the hop order,
 unification and evaluator, without the Flower transport, so several settings can be compared
 in minutes. Prints the style transfer's camera gap (the grid goes to ./style_grid.png),
-baseline, walk, clustering diagnostics, incremental and final CMC/mAP; with bn-mode = shared
+baseline, walk, clustering diagnostics, incremental and final CMC/mAP; the walking weights
+go through the same ``transfer-dtype`` conversion as on the wire; with bn-mode = shared
 also the mAP each stage's model reaches with camera statistics estimated at test time only.
 
     python benchmarks/walk_local.py --set pretrained-weights=none --set walk-hops=12
@@ -24,6 +25,7 @@ from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import load_node, read_partition
 from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import Pairs, cluster_distributed
+from dmnreid.messages import record_state, state_record
 from dmnreid.node import Targets, memory_bank, walk_hop
 from dmnreid.prepare import prepare_partitions
 from dmnreid.reid.evaluator import Evaluator
@@ -60,12 +62,15 @@ def run(cfg: RunConfig) -> dict:
                 evaluator.evaluate(model, "camera", cfg.bn_adapt_images)["mAP"], 1)
         return scores
 
+    def wire(state):  # what a message would carry: the walking weights in transfer-dtype
+        return record_state(state_record(state, cfg.transfer_dtype))
+
     state = walking_state(model, cfg.freeze_stem, cfg.bn_mode)
     start = time.perf_counter()
     out: dict = {"style": style(cfg, nodes, partitions, model)} if cfg.style_transfer else {}
     out["baseline"] = score(state)
     for hop, i in enumerate(hop_order(len(cameras), cfg.walk_hops, cfg.walk_order, cfg.seed)):
-        state = walk_hop(nodes[cameras[i]], cfg, weights, state, hop).state
+        state = wire(walk_hop(nodes[cameras[i]], cfg, weights, wire(state), hop).state)
     out["walk"] = score(state)
     if cfg.incremental_hops == 0:
         return out
@@ -76,16 +81,17 @@ def run(cfg: RunConfig) -> dict:
         classes, num_classes = None, 0
         if cfg.incremental_labels == "clusters":
             classes, num_classes, out[f"clustering{'-' + str(first) if first else ''}"] = \
-                cluster(cfg, nodes, cameras, weights, state, partitions)
+                cluster(cfg, nodes, cameras, weights, wire(state), partitions)
             head = None
         for hop in range(first, min(first + every, len(order))):
             camera = cameras[order[hop]]
             targets = None
             if classes is not None:
                 targets = Targets(classes[camera], num_classes,
-                                  head if cfg.incremental_head == "travel" else None)
-            hop_result = walk_hop(nodes[camera], cfg, weights, state, hop, targets)
-            state, head = hop_result.state, hop_result.head
+                                  wire(head) if cfg.incremental_head == "travel" and head
+                                  else None)
+            hop_result = walk_hop(nodes[camera], cfg, weights, wire(state), hop, targets)
+            state, head = wire(hop_result.state), hop_result.head
             copies[camera] = state
     out["incremental"] = score(state)
     visited = sorted(copies)

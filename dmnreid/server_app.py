@@ -59,8 +59,14 @@ DEFAULTS = defaults()
 NETWORK_JSON = "network.json"
 
 
+# how long to wait and how often to retry: a resumed run may need other values than it
+# started with (a slower link, a node known to be gone); they do not change what is trained
+OPERATIONAL = ("node-timeout", "hop-timeout", "node-retries", "probe-interval")
+
+
 def resolve_config(cfg: RunConfig) -> RunConfig:
-    """The run's settings: these, or with ``resume-from`` the saved ones of that run.
+    """The run's settings: these, or with ``resume-from`` the saved ones of that run (with
+    this call's OPERATIONAL settings where it sets them).
 
     Nothing is written here: a setting that cannot be used stops the run before any run
     directory exists.
@@ -68,13 +74,15 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     if not cfg.resume_from:
         return cfg
     run = RunDir.resume(Path(cfg.resume_from).expanduser())
-    saved = RunConfig.from_mapping({**run.read_json("config.json"),
+    given = cfg.to_mapping()
+    changed = {k: given[k] for k in OPERATIONAL if given[k] != DEFAULTS[k]}
+    saved = RunConfig.from_mapping({**run.read_json("config.json"), **changed,
                                     "resume-from": cfg.resume_from})
-    ignored = sorted(k for k, v in cfg.to_mapping().items()
-                     if k != "resume-from" and v != DEFAULTS[k] and v != saved.to_mapping()[k])
+    ignored = sorted(k for k, v in given.items() if k != "resume-from" and k not in changed
+                     and v != DEFAULTS[k] and v != saved.to_mapping()[k])
     if ignored:
         log(WARNING, "resume-from continues with the run's saved settings; ignoring %s",
-            ", ".join(f"{k} = {cfg.to_mapping()[k]!r}" for k in ignored))
+            ", ".join(f"{k} = {given[k]!r}" for k in ignored))
     return saved
 
 

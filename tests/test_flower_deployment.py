@@ -247,7 +247,7 @@ def test_a_network_that_keeps_going_when_nodes_drop_out(deployed_run, network: d
     run_id, _ = link.start_run(config, stream=False)
     hops_file = wait_for(lambda: next(out.glob("*/hops.jsonl"), None), "no hop")
     run_dir = hops_file.parent
-    kill_device(link, walker)  # hop 0 is under way: hop 2 goes to a dead node
+    kill_device(link, walker)  # hop 0 is done, hop 1 under way: hop 2 goes to a dead node
     wait_for(lambda: len(read_lines(hops_file)) >= 3, "hop 2 never ended")
     link.devices[walker] = start_device(link, network, walker)  # same key, same node id
     bank = network["devices"][clustered_out] / "data" / "runs" / run_dir.name / "memory.npy"

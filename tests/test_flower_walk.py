@@ -138,10 +138,10 @@ def test_metrics_and_evaluations(tiny_run):
     assert [(e["stage"], e["hop"]) for e in evaluations] == [
         ("baseline", 0), ("walk", 2), ("walk", 4), ("incremental", 6), ("final", 6)]
     assert json.loads((tiny_run["dir"] / "config.json").read_text())["walk-hops"] == 4
+    visited = sorted({c + 1 for c in hop_order(CAMERAS, INCREMENTAL, "random",
+                                               TINY["seed"] + 1)})
     assert json.loads((tiny_run["dir"] / "unification.json").read_text()) == {
-        "mode": "average",
-        "cameras": sorted({c + 1 for c in hop_order(CAMERAS, INCREMENTAL, "random",
-                                                    TINY["seed"] + 1)})}
+        "mode": "average", "cameras": visited, "count": len(visited), "trained": visited}
     assert (tiny_run["dir"] / "metrics.csv").is_file()
     assert (tiny_run["dir"] / "map_curve.png").stat().st_size > 0
 
@@ -180,14 +180,23 @@ def test_resume_continues_from_the_last_checkpoint(link: FlowerLink, tmp_path: P
     before = read_lines(hops_file)
     assert 2 <= len(before) < 6
 
-    resumed, log = link.start_run({"resume-from": str(hops_file.parent)}, supernodes=CAMERAS)
+    # resumed while camera 3's node is gone (two SuperNodes); the resumed call waits only
+    # 15 s for nodes (node-timeout), as long as it takes for a hop (hop-timeout)
+    resumed, log = link.start_run({"resume-from": str(hops_file.parent), "node-timeout": 15.0,
+                                   "hop-timeout": 600.0}, supernodes=CAMERAS - 1)
     assert link.wait(resumed) == "finished:completed", log[-3000:]
     after = read_lines(hops_file)
-    assert [h["hop"] for h in after] == list(range(6))
-    done = read_lines(hops_file.parent / "hops.jsonl")
-    assert done[: len(before) - 1] == before[: len(before) - 1]  # finished hops kept, not redone
-    expected = [i + 1 for i in hop_order(CAMERAS, 6, "random", TINY["seed"])]
-    assert [h["camera"] for h in after] == expected
+    assert [h["hop"] for h in after] == list(range(6)) and all("loss" in h for h in after)
+    assert after[: len(before) - 1] == before[: len(before) - 1]  # finished hops kept
+    planned = [i + 1 for i in hop_order(CAMERAS, 6, "random", TINY["seed"])]
+    redone = len(before) - 1
+    assert [h["camera"] for h in after[:redone]] == planned[:redone]
+    for hop, camera in zip(after[redone:], planned[redone:], strict=True):
+        assert hop["camera"] == camera if camera != 3 else hop["camera"] in (1, 2)
+    assert 3 in planned[redone:]  # a hop planned for the missing camera went to another
+    network = json.loads((hops_file.parent / "network.json").read_text())
+    assert list(network["left_out"]) == ["3"] and "resumed" in network["left_out"]["3"]
+    assert json.loads((hops_file.parent / "config.json").read_text())["node-timeout"] == 300.0
     metrics = json.loads((hops_file.parent / "metrics.json").read_text())
     assert set(metrics) == {"baseline", "walk", "final"}
 
