@@ -229,7 +229,7 @@ def kill_device(link: FlowerLink, camera: int) -> None:
     link.devices[camera].wait(timeout=30)
 
 
-def test_a_network_that_keeps_going_when_nodes_drop_out(deployed_run, network: dict, deployed):
+def test_a_network_that_keeps_going_when_nodes_drop_out(network: dict, deployed):
     """Last in this module (it kills SuperNodes). One camera's SuperNode is killed during the
     walk and restarted with its key; another is killed during the clustering rounds. The run
     completes: the hop to the dead node is skipped with the weights kept, the restarted node
@@ -239,7 +239,7 @@ def test_a_network_that_keeps_going_when_nodes_drop_out(deployed_run, network: d
     out = network["root"] / "dropout-out"
     config = {**RUN, "partitions-dir": str(network["partitions"]), "output-dir": str(out),
               "style-transfer": False, "walk-hops": 6, "walk-order": "permutation",
-              "incremental-hops": 3, "eval-mode": "server", "hop-timeout": 20.0,
+              "incremental-hops": 3, "eval-mode": "server", "hop-timeout": 60.0,
               "node-retries": 0, "probe-interval": 5.0, "transfer-dtype": "float16"}
     cameras = sorted(network["devices"])
     planned = [cameras[i] for i in hop_order(len(cameras), 6, "permutation", RUN["seed"])]
@@ -259,7 +259,9 @@ def test_a_network_that_keeps_going_when_nodes_drop_out(deployed_run, network: d
     hops = read_lines(hops_file)
     walk = [h for h in hops if h["phase"] == "walk"]
     assert [h["hop"] for h in walk if "skipped" in h] == [2]
-    assert walk[2]["camera"] == walker and "did not answer within 20 s" in walk[2]["skipped"]
+    assert walk[2]["camera"] == walker  # the SuperLink may have noticed the missed heartbeats
+    assert any(why in walk[2]["skipped"] for why in ("did not answer within 60 s",
+                                                     "Node Unavailable")), walk[2]["skipped"]
     assert walk[3]["sent_digest"] == walk[2]["sent_digest"] != walk[1]["sent_digest"]
     assert all("loss" in h for h in hops if "skipped" not in h)
     assert any(h["camera"] == walker and "loss" in h for h in hops[3:])  # visited again
@@ -278,6 +280,6 @@ def test_a_network_that_keeps_going_when_nodes_drop_out(deployed_run, network: d
     assert json.loads((run_dir / "unification.json").read_text())["cameras"]
     assert (run_dir / "checkpoints" / "final.pt").is_file()
 
-    full = read_lines(deployed_run["dir"] / "hops.jsonl")[0]["bytes_sent"]  # float32
+    full = json.loads((run_dir / "walking.json").read_text())["bytes"]  # in float32
     half = [h["bytes_sent"] for h in hops]
     assert all(abs(b / full - 0.5) < 0.005 for b in half), (half, full)
