@@ -69,7 +69,7 @@ def record_state(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
 
     state: OrderedDict[str, torch.Tensor] = OrderedDict()
     for key, array in record.items():
-        tensor = torch.from_numpy(np.array(array.numpy()))
+        tensor = torch.from_numpy(array.numpy())
         if array.dtype == "bfloat16":
             tensor = tensor.view(torch.bfloat16).float()
         elif tensor.dtype == torch.float16:
@@ -116,12 +116,10 @@ class Answers:
     missing: dict[int, str]
     gone: set[int] = field(default_factory=set)
 
-    def every(self, what: str) -> dict[int, RecordDict]:
-        """The replies when every camera answered, else a NodeError naming each cause."""
-        if self.missing:
-            raise NodeError(f"{what}: " + "; ".join(
-                f"camera {c}: {why}" for c, why in sorted(self.missing.items())))
-        return self.content
+
+def causes(missing: Mapping[int, str]) -> str:
+    """Each camera's cause, for a message that names them all."""
+    return "; ".join(f"camera {c}: {why}" for c, why in sorted(missing.items()))
 
 
 def exchange(grid: Grid, messages: Mapping[int, Message], timeout: float) -> Answers:

@@ -44,6 +44,7 @@ from dmnreid.messages import (
     Answers,
     NodeError,
     arrays_record,
+    causes,
     exchange,
     message_bytes,
     state_record,
@@ -59,8 +60,7 @@ class CamerasLost(NodeError):
     restarts without them (labels are never computed from partial data)."""
 
     def __init__(self, round_name: str, missing: Mapping[int, str]) -> None:
-        super().__init__(f"round {round_name}: " + "; ".join(
-            f"camera {c}: {why}" for c, why in sorted(missing.items())))
+        super().__init__(f"round {round_name}: {causes(missing)}")
         self.round = round_name
         self.missing = dict(missing)
 
@@ -256,8 +256,8 @@ def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[
     missing = {c: {"round": "memory", "cause": why} for c, why in refused.items()}
     while True:
         if not banks:
-            raise NodeError("no camera gave a usable memory bank: " + "; ".join(
-                f"camera {c}: {m['cause']}" for c, m in sorted(missing.items())))
+            raise NodeError("no camera gave a usable memory bank: " + causes(
+                {c: m["cause"] for c, m in missing.items()}))
         try:
             ids, cluster_of, step1, kept = _rounds(grid, nodes, banks, config, alpha, reach,
                                                    timeout, max_distance, stats)

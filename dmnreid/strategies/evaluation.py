@@ -21,6 +21,7 @@ from dmnreid.messages import (
     PAYLOAD,
     WEIGHTS,
     NodeError,
+    causes,
     exchange,
     state_record,
 )
@@ -74,8 +75,7 @@ def evaluate_state(state: State, cfg: RunConfig, model: ReidNet, evaluator: Eval
         embedded, missing = federated_embeddings(grid, nodes, state, config, cfg.node_timeout,
                                                  cfg.transfer_dtype)
         if not embedded:
-            raise NodeError("no camera answered the evaluation: " + "; ".join(
-                f"camera {c}: {why}" for c, why in sorted(missing.items())))
+            raise NodeError(f"no camera answered the evaluation: {causes(missing)}")
         scores: dict = rank(embedded.values())
         if missing:
             scores["missing-cameras"] = sorted(missing)

@@ -19,6 +19,7 @@ from dmnreid.messages import (
     HEAD,
     WEIGHTS,
     NodeError,
+    causes,
     exchange,
     message_bytes,
     metrics_of,
@@ -213,8 +214,7 @@ def walk(grid: Grid, roster: Roster, state: State, order: list[int], start: int,
             raise NodeError(
                 f"every camera is left out of the {phase} (each failed node-retries + 1 hops "
                 "in a row), so it cannot go on; the last good weights are checkpointed. "
-                "Causes: " + "; ".join(f"camera {c}: {why}"
-                                       for c, why in sorted(roster.out.items())))
+                f"Causes: {causes(roster.out)}")
         camera = roster.cameras[order[hop]]
         if camera not in live:
             camera = stand_in(live, previous, seed, hop)

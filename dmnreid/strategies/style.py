@@ -27,6 +27,7 @@ from dmnreid.messages import (
     WEIGHTS,
     NodeError,
     ask_nodes,
+    causes,
     metrics_of,
     record_state,
 )
@@ -175,8 +176,7 @@ def style_phase(grid: Grid, nodes: list[tuple[int, int]], cfg: RunConfig, base_c
     answers = ask_nodes(grid, senders, "train.style", base_config,
                         cfg.node_timeout * max(1, len(senders)))
     if not answers.content:
-        raise NodeError("no camera trained its CycleGAN: " + "; ".join(
-            f"camera {c}: {why}" for c, why in sorted(answers.missing.items())))
+        raise NodeError(f"no camera trained its CycleGAN: {causes(answers.missing)}")
     for camera, why in sorted(answers.missing.items()):
         log(WARNING, "Camera %d did not train its CycleGAN (%s): it walks on its own images",
             camera, why)
