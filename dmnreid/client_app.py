@@ -109,8 +109,16 @@ def info(msg: Message, context: Context) -> Message:
     if directory is None:
         return _reply(msg, {"camera": -1, "tracklets": 0, "images": 0})
     data = load_node(directory)
-    return _reply(msg, {"camera": data.camera, "tracklets": data.num_classes,
-                        "images": data.num_images})
+    reply = {"camera": data.camera, "tracklets": data.num_classes, "images": data.num_images}
+    sha256 = str(_config(msg).get("weights-sha256", ""))
+    if sha256:  # answered here, so nodes that hold the weights need no query.pretrained round
+        from dmnreid.node_weights import holds_weights
+
+        try:
+            reply["held"] = int(holds_weights(directory, context.node_config, sha256))
+        except (OSError, ValueError):  # not the run's weights: query.pretrained says why
+            reply["held"] = 0
+    return _reply(msg, reply)
 
 
 @app.query("pretrained")
@@ -133,22 +141,19 @@ def pretrained(msg: Message, context: Context) -> Message:
 def style(msg: Message, context: Context) -> Message:
     """Train this node's CycleGAN and translate its frames (paper 3.1), all on its own disk.
 
-    The reply holds only losses, counts and timings.
+    The reply holds losses, counts and timings, and with ``send-generator`` the trained
+    generator's weights (for the server's held-out check of the translation on the
+    query/gallery images it holds anyway).
     """
-    from dmnreid.style.node_transfer import transfer_style
+    from dmnreid.style.node_transfer import trained_generator, transfer_style
 
     cfg = _run_config(msg)
-    return _reply(msg, transfer_style(load_node(_directory(msg, context)), cfg))
-
-
-@app.query("generator")
-def generator(msg: Message, context: Context) -> Message:
-    """The trained generator's weights, for the server's held-out check of the translation."""
-    from dmnreid.style.node_transfer import trained_generator
-
-    cfg = _run_config(msg)
-    state = trained_generator(load_node(_directory(msg, context)), cfg).state_dict()
-    return _reply(msg, {"layers": len(state)}, **{WEIGHTS: state_record(state)})
+    data = load_node(_directory(msg, context))
+    metrics = transfer_style(data, cfg)
+    if not int(_config(msg).get("send-generator", 0)):
+        return _reply(msg, metrics)
+    state = trained_generator(data, cfg).state_dict()
+    return _reply(msg, metrics, **{WEIGHTS: state_record(state)})
 
 
 @app.train("walk")

@@ -110,6 +110,7 @@ RANGES = {
     "hop_timeout": Range(0, why="seconds; 0 = node-timeout"),
     "node_retries": Range(0, 100),
     "probe_interval": Range(0, open_low=True, why="seconds"),
+    "poll_interval": Range(0.01, 60, why="seconds"),
 }
 
 
@@ -187,6 +188,7 @@ class RunConfig:
     hop_timeout: float = 0.0
     node_retries: int = 1
     probe_interval: float = 30.0
+    poll_interval: float = 0.5
     transfer_dtype: str = "float32"
     message_audit: str = ""
 

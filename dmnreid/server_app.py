@@ -29,6 +29,7 @@ from dmnreid.messages import (
     NodeError,
     arrays_record,
     ask_nodes,
+    metrics_of,
     record_state,
     state_record,
 )
@@ -45,6 +46,7 @@ from dmnreid.reid.model import (
     weights_digest,
 )
 from dmnreid.reid.pretrain import ensure_source_weights
+from dmnreid.rounds import RoundsGrid
 from dmnreid.run_dir import REEVALUATIONS, WALKING_JSON, RunDir
 from dmnreid.strategies.clustering import cluster_phase
 from dmnreid.strategies.evaluation import evaluate_state
@@ -57,11 +59,13 @@ from dmnreid.strategies.unification import average_states, pick_one
 app = ServerApp()
 DEFAULTS = defaults()
 NETWORK_JSON = "network.json"
+ROUNDS_JSON = "rounds.json"
 
 
 # how long to wait and how often to retry: a resumed run may need other values than it
 # started with (a slower link, a node known to be gone); they do not change what is trained
-OPERATIONAL = ("node-timeout", "hop-timeout", "node-retries", "probe-interval")
+OPERATIONAL = ("node-timeout", "hop-timeout", "node-retries", "probe-interval",
+               "poll-interval")
 
 
 def resolve_config(cfg: RunConfig) -> RunConfig:
@@ -111,12 +115,13 @@ def pretrained_file(cfg: RunConfig) -> Path | None:
 @dataclass(frozen=True)
 class Network:
     """The cameras of a run: [(node id, camera)] of those present, sorted by camera, each
-    camera's number of tracklets as its node reports it, and (a resumed run) the cameras
-    without a node now, with why."""
+    camera's number of tracklets as its node reports it, (a resumed run) the cameras without
+    a node now, with why, and the cameras whose node already holds the pretrained weights."""
 
     nodes: list[tuple[int, int]]
     tracklets: dict[int, int]
     missing: dict[int, str] = field(default_factory=dict)
+    holding: set[int] = field(default_factory=set)
 
 
 def expected_cameras(cfg: RunConfig, partitions: Path | None) -> list[int] | int:
@@ -127,8 +132,9 @@ def expected_cameras(cfg: RunConfig, partitions: Path | None) -> list[int] | int
 
 def discover_nodes(grid: Grid, cameras: list[int] | int, partitions: Path | None,
                    timeout: float, target_camera: int,
-                   known: dict[int, int] | None = None) -> Network:
-    """Wait for one node per camera and ask each which camera it holds (``query.info``).
+                   known: dict[int, int] | None = None, weights_sha256: str = "") -> Network:
+    """Wait for one node per camera and ask each which camera it holds (``query.info``) and
+    whether it holds the pretrained weights ``weights_sha256``.
 
     ``cameras``: the partition's cameras, or (``dataset = "devices"``) only their number: then
     whatever distinct cameras the devices hold make the network. ``known``: a resumed run's
@@ -150,10 +156,11 @@ def discover_nodes(grid: Grid, cameras: list[int] | int, partitions: Path | None
             "in deployment, start one flower-supernode per camera, or raise node-timeout if "
             "they are still starting")
     partition_dir = str(partitions) if partitions else ""
-    replies = grid.send_and_receive([info_message(n, partition_dir) for n in node_ids],
-                                    timeout=timeout)
+    replies = grid.send_and_receive(
+        [info_message(n, partition_dir, weights_sha256) for n in node_ids], timeout=timeout)
     holders: dict[int, list[int]] = {}
     tracklets: dict[int, int] = {}
+    holding: set[int] = set()
     failures = []
     for reply in replies:
         answer = camera_of_info(reply)
@@ -162,6 +169,8 @@ def discover_nodes(grid: Grid, cameras: list[int] | int, partitions: Path | None
         elif answer is not None:
             holders.setdefault(answer[0], []).append(reply.metadata.src_node_id)
             tracklets[answer[0]] = answer[1]
+            if int(metrics_of(reply.content).get("held", 0)):
+                holding.add(answer[0])
     wanted = set(holders) if isinstance(cameras, int) else set(cameras)
     missing = sorted(wanted - set(holders))
     doubled = sorted(c for c, ids in holders.items() if len(ids) > 1)
@@ -178,12 +187,12 @@ def discover_nodes(grid: Grid, cameras: list[int] | int, partitions: Path | None
                 for c, (now, then) in sorted(changed.items())))
         return Network([(holders[c][0], c) for c in sorted(wanted) if c in holders],
                        dict(known), {c: f"no node answered within node-timeout = {timeout:g} s "
-                                        "when the run resumed" for c in missing})
+                                        "when the run resumed" for c in missing}, holding)
     if target_camera not in wanted:
         raise ConfigError(f"target-camera = {target_camera}: no node holds that camera "
                           f"(cameras {sorted(wanted)})")
     return Network([(holders[c][0], c) for c in sorted(wanted)],
-                   {c: tracklets[c] for c in sorted(wanted)})
+                   {c: tracklets[c] for c in sorted(wanted)}, holding=holding)
 
 
 def log_scores(stage: str, hop: int, scores: dict[str, float]) -> None:
@@ -224,7 +233,7 @@ def record_walking_bytes(run: RunDir, model: ReidNet, cfg: RunConfig) -> None:
 class Session:
     """What every phase of one run shares."""
 
-    grid: Grid
+    grid: RoundsGrid
     cfg: RunConfig
     run: RunDir
     network: Network
@@ -244,10 +253,11 @@ class Session:
         federated scores over fewer cameras list the missing ones."""
         if self.cfg.eval_mode == "none":
             return None
-        if self.cfg.eval_mode == "federated":
-            self.roster.begin_phase(self.grid, "evaluation")
-        scores = evaluate_state(state, self.cfg, self.model, self.evaluator, self.grid,
-                                self.nodes, self.base_config)
+        with self.grid.phase("evaluation"):
+            if self.cfg.eval_mode == "federated":
+                self.roster.begin_phase(self.grid, "evaluation")
+            scores = evaluate_state(state, self.cfg, self.model, self.evaluator, self.grid,
+                                    self.nodes, self.base_config)
         out = sorted(self.roster.out)
         if self.cfg.eval_mode == "federated" and out:
             scores["missing-cameras"] = sorted({*scores.get("missing-cameras", []), *out})
@@ -260,12 +270,13 @@ class Session:
 
     def save_network(self) -> None:
         """network.json: every camera, its node, which are left out and why, and each
-        failure and return so far."""
+        failure and return so far; rounds.json: the message rounds per phase so far."""
         self.run.write_json(NETWORK_JSON, {
             "cameras": {str(c): n for c, n in self.network.tracklets.items()},
             "nodes": {str(c): n for c, n in self.roster.nodes.items()},
             "left_out": {str(c): why for c, why in sorted(self.roster.out.items())},
             "events": self.roster.events})
+        self.run.write_json(ROUNDS_JSON, self.grid.rounds)
 
     def record(self, stage: str, state: State, hop: int, again: bool = False) -> None:
         """Score ``state`` as ``stage`` of metrics.json; once, unless ``again`` (a resumed
@@ -309,10 +320,11 @@ def walk_phase(session: Session, phase: str, state: State, order: list[int], sta
             "evaluations": run.count_lines("evaluations.jsonl")}, new_head)
 
     config = {**session.base_config, "phase": phase}
-    session.roster.begin_phase(session.grid, phase)
-    return walk(session.grid, session.roster, state, order[:stop], start, config,
-                cfg.hop_wait, after_hop, payload, head, head_like, among, cfg.transfer_dtype,
-                cfg.seed)
+    with session.grid.phase(phase):
+        session.roster.begin_phase(session.grid, phase)
+        return walk(session.grid, session.roster, state, order[:stop], start, config,
+                    cfg.hop_wait, after_hop, payload, head, head_like, among,
+                    cfg.transfer_dtype, cfg.seed)
 
 
 def incremental_payload(session: Session, classes: dict[int, np.ndarray] | None):
@@ -405,18 +417,21 @@ def make_roster(cfg: RunConfig, network: Network, saved: dict | None,
     return roster
 
 
-def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
+def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
     # everything that can refuse the settings or the data comes before the run directory
     cfg = resolve_config(cfg)
+    grid = RoundsGrid(flower_grid, cfg.poll_interval)
     partitions = prepare_partitions(cfg)
     weights = pretrained_file(cfg)
     model = build_model(cfg.arch, weights, 1, cfg.freeze_stem)
     saved = saved_network(cfg)
     network = discover_nodes(grid, expected_cameras(cfg, partitions), partitions,
                              cfg.node_timeout, cfg.target_camera,
-                             {int(c): n for c, n in saved["cameras"].items()} if saved else None)
+                             {int(c): n for c, n in saved["cameras"].items()} if saved else None,
+                             weights_digest(weights) if weights else "")
     log(INFO, "%d nodes, cameras %s", len(network.nodes), [c for _, c in network.nodes])
     run = open_run(cfg)
+    grid.rounds = run.read_json(ROUNDS_JSON) | grid.rounds  # a resumed run adds to its own
     session = Session(
         grid=grid, cfg=cfg, run=run, network=network,
         roster=make_roster(cfg, network, saved, partitions), model=model,
@@ -439,12 +454,14 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
         log(WARNING, "eval-mode = 'none': nothing is evaluated (no labelled query/gallery)")
     record_walking_bytes(run, session.model, cfg)
     roster.leave_out(distribute_weights(grid, session.nodes, weights, session.base_config,
-                                        cfg.node_timeout)["missing"], "set-up")
+                                        cfg.node_timeout, network.holding)["missing"],
+                     "set-up")
     if cfg.style_transfer:  # stage 1: before any evaluation uses the model's state
-        roster.begin_phase(grid, "style transfer")
-        fresh = not (run.path / STYLE_JSON).is_file()
-        summary = style_phase(grid, session.nodes, cfg, session.base_config, run, partitions,
-                              session.model)
+        with grid.phase("style transfer"):
+            roster.begin_phase(grid, "style transfer")
+            fresh = not (run.path / STYLE_JSON).is_file()
+            summary = style_phase(grid, session.nodes, cfg, session.base_config, run,
+                                  partitions, session.model)
         for camera, why in summary.get("missing", {}).items() if fresh else ():
             roster.failed(int(camera), "style transfer", why)
     state, head, info = walking_state(session.model, cfg.freeze_stem, cfg.bn_mode), None, {}
@@ -472,12 +489,13 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
                 continue
             classes = None
             if cfg.incremental_labels == "clusters":
-                roster.begin_phase(grid, "clustering")
-                classes, missing = cluster_phase(
-                    grid, session.nodes, network.tracklets, state, session.base_config,
-                    cfg.alpha, cfg.flood_reach, cfg.node_timeout, run, partitions,
-                    cfg.top1_max_distance, tag=f"-{first}" if first else "",
-                    dtype=cfg.transfer_dtype)
+                with grid.phase("clustering"):
+                    roster.begin_phase(grid, "clustering")
+                    classes, missing = cluster_phase(
+                        grid, session.nodes, network.tracklets, state, session.base_config,
+                        cfg.alpha, cfg.flood_reach, cfg.node_timeout, run, partitions,
+                        cfg.top1_max_distance, tag=f"-{first}" if first else "",
+                        dtype=cfg.transfer_dtype)
                 live = {c for _, c in session.nodes}
                 roster.leave_out({c: f"clustering round {m['round']}: {m['cause']}"
                                   for c, m in missing.items() if c in live}, "clustering")
@@ -493,7 +511,8 @@ def run_pipeline(grid: Grid, cfg: RunConfig) -> RunDir:
                                      head_like, set(classes) if classes is not None else None)
         hops = len(order) + len(inc_order)
         session.record("incremental", state, hops)
-        state = unify_phase(session, state)
+        with grid.phase("unification"):
+            state = unify_phase(session, state)
         session.record("final", state, hops, again=True)
     elif "walk" in session.metrics:
         session.metrics["final"] = session.metrics["walk"]
@@ -528,14 +547,17 @@ def reevaluate(grid: Grid, cfg: RunConfig) -> dict[str, float]:
     eval_cfg.validate()  # e.g. a dataset = 'devices' run cannot be scored by the server
     partitions = prepare_partitions(eval_cfg)
     weights = pretrained_file(eval_cfg)
-    nodes = discover_nodes(grid, expected_cameras(eval_cfg, partitions), partitions,
-                           cfg.node_timeout, eval_cfg.target_camera).nodes \
+    network = discover_nodes(grid, expected_cameras(eval_cfg, partitions), partitions,
+                             cfg.node_timeout, eval_cfg.target_camera,
+                             weights_sha256=weights_digest(weights) if weights else "") \
         if cfg.eval_mode == "federated" else None
+    nodes = network.nodes if network else None
     log(INFO, "Re-evaluating the final model of %s: bn-mode %s, eval-mode %s", run.path,
         cfg.bn_mode, cfg.eval_mode)
     settings = node_settings(eval_cfg, partitions, run, weights)
-    if nodes is not None:
-        distribute_weights(grid, nodes, weights, settings, cfg.node_timeout)
+    if network is not None:
+        distribute_weights(grid, network.nodes, weights, settings, cfg.node_timeout,
+                           network.holding)
     scores = evaluate_state(state, eval_cfg, build_model(saved.arch, weights, 1, saved.freeze_stem),
                             server_evaluator(eval_cfg, partitions), grid, nodes, settings)
     run.append(REEVALUATIONS, {"trained-bn-mode": info.get("bn-mode"), "bn-mode": cfg.bn_mode,

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from dmnreid.reid.camera_bn import is_bn_statistic
 
-MESSAGE_TYPES = {"query.info", "query.pretrained", "train.style", "query.generator",
-                 "train.walk", "query.memory", "query.top1", "query.triangle", "query.flood",
-                 "query.weights", "query.embed"}
+MESSAGE_TYPES = {"query.info", "query.pretrained", "train.style", "train.walk", "query.memory",
+                 "query.top1", "query.triangle", "query.flood", "query.weights", "query.embed"}
 EMBEDDING = {f"{split}-{k}" for split in ("query", "gallery")
              for k in ("items", "pids", "camids", "features")}
 
@@ -57,9 +56,11 @@ def check_replies(entries: list[dict], walking: dict, generator: dict) -> None:
     assert entries, "no reply was logged"
     for entry in entries:
         assert entry["message_type"] in MESSAGE_TYPES, entry["message_type"]
-        if entry["message_type"] in ("train.style", "query.pretrained", "query.info"):
+        if entry["message_type"] in ("query.pretrained", "query.info"):
             assert set(entry["records"]) == {"metrics"}  # numbers only
-        weights = generator if entry["message_type"] == "query.generator" else walking
+        if entry["message_type"] == "train.style":  # numbers, and the generator's weights
+            assert set(entry["records"]) <= {"metrics", "weights"}
+        weights = generator if entry["message_type"] == "train.style" else walking
         for name, record in entry["records"].items():
             if record["kind"] == "array":
                 _check_arrays(name, record["entries"], weights)

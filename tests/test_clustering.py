@@ -27,6 +27,7 @@ from dmnreid.memory.protocol import (
     check_top1_replies,
     check_triangle_replies,
     cluster_distributed,
+    flood_settled,
     labels_from_flood,
     node_flood,
     node_top1,
@@ -255,7 +256,14 @@ def flood_only(edges: list[tuple[int, int]], sizes: dict[int, int], reach: str) 
         replies = {c: node_flood(c, p, ids)
                    for c, p in route_flood(sets, kept, ids, reach).items()}
         sets = {c: r.sets for c, r in replies.items()}
-        if not check_flood_replies(replies, ids):
+        changed = check_flood_replies(replies, ids)
+        if not changed or flood_settled(sets, kept, ids, reach):
+            # the server's shortcut is exact: one more round would change nothing
+            again = {c: node_flood(c, p, ids)
+                     for c, p in route_flood(sets, kept, ids, reach).items()}
+            assert not check_flood_replies(again, ids)
+            assert labels_from_flood(again, ids).tolist() == \
+                labels_from_flood(replies, ids).tolist()
             return labels_from_flood(replies, ids).tolist(), rounds
 
 
@@ -264,10 +272,10 @@ def test_flooding_rounds_on_a_path_one_memory_per_camera():
     sizes = {c: 1 for c in range(1, 9)}
     labels, hop_rounds = flood_only(path, sizes, "edges")
     assert labels == [0] * 8
-    assert hop_rounds == 7                                  # radius 1 -> 7: 6 growing + 1 quiet
+    assert hop_rounds == 6           # radius 1 -> 7, no quiet round: the server sees it settled
     labels, doubling_rounds = flood_only(path, sizes, "sets")
     assert labels == [0] * 8
-    assert doubling_rounds == 4                             # radius 1, 2, 4, 8 + 1 quiet
+    assert doubling_rounds == 3                             # radius 1, 2, 4, 8
 
 
 def test_flooding_keeps_separate_components_apart():

@@ -151,8 +151,10 @@ def test_privacy_nodes_send_only_weights_features_ids_and_scalars(tiny_run):
     weights and feature vectors, no paths, no images."""
     entries = audit_entries(tiny_run["audit"])
     assert {e["message_type"] for e in entries} == MESSAGE_TYPES
-    # the weights went to each node once (asked, then sent), and never back
-    assert sum(e["message_type"] == "query.pretrained" for e in entries) == 2 * CAMERAS
+    # the weights went to each node once (asked with query.info, then sent), and never back
+    assert sum(e["message_type"] == "query.pretrained" for e in entries) == CAMERAS
+    assert {e["records"]["metrics"]["entries"]["held"]["value"] for e in entries
+            if e["message_type"] == "query.info"} == {0}
     assert sum(e["message_type"] == "train.walk" for e in entries) == WALK + INCREMENTAL
     assert sum(e["message_type"] == "train.style" for e in entries) == CAMERAS - 1
     evaluations = len(read_lines(tiny_run["dir"] / "evaluations.jsonl"))
@@ -267,6 +269,25 @@ def test_an_interrupted_style_phase_resumes_on_the_nodes(link: FlowerLink, tmp_p
     assert any(c["resumed-from"] > 0 for c in per_camera.values()), per_camera
     assert set(json.loads((run_dir / "metrics.json").read_text())) == {
         "baseline", "walk", "final"}
+
+
+def test_rounds_per_phase(tiny_run):
+    """rounds.json counts every message round by phase: one per hop, one for style transfer
+    (the generators come with its replies), two at set-up (query.info also asks whether a node
+    holds the weights, then they are sent), each clustering's rounds, one per federated
+    evaluation and one for unification; its messages are exactly the replies nodes sent."""
+    rounds = json.loads((tiny_run["dir"] / "rounds.json").read_text())
+    clusterings = [json.loads(f.read_text())["rounds"]
+                   for f in tiny_run["dir"].glob("clustering*.json")]
+    evaluations = len(read_lines(tiny_run["dir"] / "evaluations.jsonl"))
+    assert {phase: entry["rounds"] for phase, entry in rounds.items()} == {
+        "set-up": 2, "style transfer": 1, "walk": WALK, "incremental": INCREMENTAL,
+        "clustering": sum(clusterings), "evaluation": evaluations, "unification": 1}
+    assert len(clusterings) == INCREMENTAL  # recluster-every 1
+    assert sum(e["messages"] for e in rounds.values()) == len(audit_entries(tiny_run["audit"]))
+    assert rounds["walk"]["messages"] == WALK and rounds["evaluation"]["messages"] == \
+        CAMERAS * evaluations
+    assert all(e["seconds"] > 0 for e in rounds.values())
 
 
 def test_clustering_record(tiny_run):

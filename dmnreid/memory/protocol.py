@@ -423,6 +423,14 @@ def check_flood_replies(replies: Mapping[int, FloodReply], ids: GlobalIds) -> bo
     return changed
 
 
+def flood_settled(sets_by_node: Mapping[int, Pairs], edges: Pairs, ids: GlobalIds,
+                  reach: str = "edges") -> bool:
+    """Whether one more flood round would change no set. The server relays every set, so it
+    can tell without sending that round (which would only confirm it): one round fewer."""
+    return not any(node_flood(cam, payload, ids).changed
+                   for cam, payload in route_flood(sets_by_node, edges, ids, reach).items())
+
+
 def labels_from_flood(replies: Mapping[int, FloodReply], ids: GlobalIds) -> np.ndarray:
     """Cluster id per memory in gid order, from the last flood round's replies."""
     parts = [np.asarray(replies[c].labels, np.int64) for c in ids.cameras.tolist()]
@@ -474,9 +482,10 @@ def cluster_distributed(banks: Banks, alpha: int, *, reach: str = "edges",
         flood = run_round(f"flood-{k}", route_flood(sets, kept, ids, reach),
                           lambda c, p: node_flood(c, p, ids))
         changed = check_flood_replies(flood, ids)
-        _add_server_time(stats, t0)
         sets = {c: r.sets for c, r in flood.items()}
-        if not changed:
+        settled = not changed or flood_settled(sets, kept, ids, reach)
+        _add_server_time(stats, t0)
+        if settled:
             break
     else:
         raise ProtocolError(f"flooding did not converge within {limit} rounds")

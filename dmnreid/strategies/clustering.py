@@ -31,6 +31,7 @@ from dmnreid.memory.protocol import (
     check_flood_replies,
     check_top1_replies,
     check_triangle_replies,
+    flood_settled,
     labels_from_flood,
     route_flood,
     route_top1,
@@ -235,9 +236,10 @@ def _rounds(grid: Grid, nodes: Mapping[int, int], banks: Mapping[int, np.ndarray
                                      config, timeout, stats), name)
         flood = parsed(replies, name,
                        lambda r, c: FloodReply.from_arrays(_arrays(r, PAYLOAD, c)))
-        if not check_flood_replies(flood, ids):
-            break
+        changed = check_flood_replies(flood, ids)
         sets = {c: r.sets for c, r in flood.items()}
+        if not changed or flood_settled(sets, kept, ids, reach):
+            break
     return ids, labels_from_flood(flood, ids), step1, kept
 
 

@@ -25,10 +25,14 @@ from dmnreid.messages import CONFIG, NodeError, metrics_of, reply_content
 INFO_MESSAGE = "query.info"
 
 
-def info_message(node: int, partition_dir: str) -> Message:
-    """The question every node answers with its camera and number of tracklets."""
-    return Message(RecordDict({CONFIG: ConfigRecord({"partition-dir": partition_dir})}),
-                   dst_node_id=node, message_type=INFO_MESSAGE)
+def info_message(node: int, partition_dir: str, weights_sha256: str = "") -> Message:
+    """The question every node answers with its camera and number of tracklets (and, given
+    ``weights_sha256``, whether it holds those pretrained weights)."""
+    config = {"partition-dir": partition_dir}
+    if weights_sha256:
+        config["weights-sha256"] = weights_sha256
+    return Message(RecordDict({CONFIG: ConfigRecord(config)}), dst_node_id=node,
+                   message_type=INFO_MESSAGE)
 
 
 def camera_of_info(reply: Message) -> tuple[int, int] | None:

@@ -1,10 +1,11 @@
 """The style-transfer phase over Flower messages (paper 3.1), and its held-out check.
 
 ``train.style`` goes to every node but the target camera's, all at once: each trains its own
-CycleGAN on its own disk and answers with losses, counts and timings. ``query.generator`` then
-fetches the trained generators (model weights) so that the server can translate the
-evaluator's query/gallery images, which it holds anyway, and measure how much closer to the
-target camera each camera's images come: ``style.json`` and ``style_grid.png``.
+CycleGAN on its own disk and answers with losses, counts and timings and, when the server
+holds the evaluator's query/gallery images, with the trained generator (model weights, in the
+same reply: no further round) so that the server can translate those images and measure how
+much closer to the target camera each camera's images come: ``style.json`` and
+``style_grid.png``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from flwr.app import RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
@@ -123,20 +125,15 @@ def mean_gaps(gaps: dict, cameras: Iterable[int]) -> dict[str, float | None]:
     return {k: float(np.mean(v)) if v else None for k, v in values.items()}
 
 
-def held_out_check(grid: Grid, senders: list[tuple[int, int]], cfg: RunConfig,
-                   base_config: dict, partitions: Path, model: ReidNet, target: int,
-                   grid_path: Path) -> dict:
-    """Fetch every trained generator (``query.generator``) and measure its translation of the
+def held_out_check(replies: dict[int, RecordDict], cfg: RunConfig, partitions: Path,
+                   model: ReidNet, target: int, grid_path: Path) -> dict:
+    """Measure every camera's generator (sent with its ``train.style`` reply) on the
     query/gallery images the server holds; logs the mean and returns the per-camera gaps."""
-    fetched = ask_nodes(grid, senders, "query.generator", base_config, cfg.node_timeout)
-    for camera, why in fetched.missing.items():
-        log(WARNING, "Camera %d's translation is not measured: %s", camera, why)
-    fetched = fetched.content
     generators = {}
-    for camera, content in fetched.items():
+    for camera, content in replies.items():
         generator = ResnetGenerator(cfg.style_generator_filters, cfg.style_generator_blocks)
         if WEIGHTS not in content:
-            raise NodeError(f"camera {camera}: generator reply without weights")
+            raise NodeError(f"camera {camera}: train.style reply without the generator")
         try:
             received = record_state(content[WEIGHTS])
             check_state(received, "generator", like=generator.state_dict())
@@ -173,7 +170,8 @@ def style_phase(grid: Grid, nodes: list[tuple[int, int]], cfg: RunConfig, base_c
         cfg.style_iterations, cfg.style_batch_size, cfg.style_height, cfg.style_width)
     start = time.perf_counter()
     # every node trains at once; on shared hardware (simulation) they may take turns
-    answers = ask_nodes(grid, senders, "train.style", base_config,
+    answers = ask_nodes(grid, senders, "train.style",
+                        {**base_config, "send-generator": int(partitions is not None)},
                         cfg.node_timeout * max(1, len(senders)))
     if not answers.content:
         raise NodeError(f"no camera trained its CycleGAN: {causes(answers.missing)}")
@@ -201,8 +199,8 @@ def style_phase(grid: Grid, nodes: list[tuple[int, int]], cfg: RunConfig, base_c
         log(INFO, "The server holds no test images (dataset = 'devices'): the translation is "
             "not measured")
     else:
-        gaps = held_out_check(grid, [(n, c) for n, c in senders if c in per_camera], cfg,
-                              base_config, partitions, model, target, run.path / GRID)
+        gaps = held_out_check(answers.content, cfg, partitions, model, target,
+                              run.path / GRID)
         for camera, values in summary["per_camera"].items():
             values.update(gaps.get(int(camera), {}))
         summary |= {"gap_floor": gaps["floor"], "mean": mean_gaps(gaps, per_camera)}
