@@ -529,9 +529,10 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
     return run
 
 
-def reevaluate(grid: Grid, cfg: RunConfig) -> dict[str, float]:
+def reevaluate(flower_grid: Grid, cfg: RunConfig) -> dict[str, float]:
     """Score a finished run's final model again under this call's ``bn-mode``, ``eval-mode``
     and ``bn-adapt-images``; nothing is trained. Appends to the run's re-evaluations.jsonl."""
+    grid = RoundsGrid(flower_grid, cfg.poll_interval)
     run = RunDir.resume(Path(cfg.evaluate_run).expanduser(), "evaluate-run")
     saved = RunConfig.from_mapping(run.read_json("config.json"))
     state, info = run.load_final_model()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from dmnreid.deploy.credentials import CA_CERT
+from dmnreid.config import RunConfig
+from dmnreid.data_prep.partition import read_partition
+from dmnreid.deploy.credentials import CA_CERT, make_node_key, make_tls
 from dmnreid.deploy.processes import (
     Ports,
     connection_toml,
@@ -28,6 +31,8 @@ from dmnreid.deploy.processes import (
     superlink_command,
     supernode_command,
 )
+from dmnreid.prepare import prepare_partitions
+from dmnreid.reid.pretrain import ensure_source_weights
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -210,3 +215,62 @@ class FlowerLink:
 
     def stop_run(self, run_id: int) -> None:
         self._flwr("stop", str(run_id), timeout=60)
+
+
+def camera_network(root: Path, run_config: dict[str, object]) -> dict:
+    """What a deployed test or benchmark needs under ``root``: the server's partition and
+    pretrained weights (in its own cache), TLS credentials, and one device folder per camera
+    holding a copy of that camera's folder (not a path into the server's) and its own key;
+    camera 1's device also brings its own copy of the weights."""
+    server_cache = root / "server-cache"
+    saved = os.environ.get("DMNREID_CACHE")
+    os.environ["DMNREID_CACHE"] = str(server_cache)  # what the SuperLink's ServerApp will find
+    try:
+        cfg = RunConfig.from_mapping({**run_config, "partitions-dir": str(root / "server-nodes")})
+        partitions = prepare_partitions(cfg)
+        weights = ensure_source_weights(cfg)
+    finally:
+        if saved is None:
+            os.environ.pop("DMNREID_CACHE")
+        else:
+            os.environ["DMNREID_CACHE"] = saved
+    make_tls(root / "tls", ["localhost"])
+    devices = {}
+    for node in read_partition(partitions)["nodes"]:
+        device = root / f"device-{node['camera']}"
+        shutil.copytree(partitions / node["node"], device / "data")
+        make_node_key(device / "keys", "supernode")
+        devices[node["camera"]] = device
+    own = devices[1] / "weights" / "resnet18-standin.pt"  # this device brings its own copy
+    own.parent.mkdir()
+    shutil.copyfile(weights, own)
+    return {"root": root, "partitions": partitions, "server_cache": server_cache,
+            "weights": weights, "devices": devices, "own_weights": own}
+
+
+def start_device(link: FlowerLink, network: dict, camera: int, **options) -> subprocess.Popen:
+    """Camera ``camera``'s SuperNode, in its own folder with its own cache (camera 1 with its
+    own copy of the weights)."""
+    device = network["devices"][camera]
+    return link.start_supernode(device / "data", options.pop("key", device / "keys" /
+                                                             "supernode"),
+                                options.pop("cwd", device),
+                                {"DMNREID_CACHE": str(device / "cache")},
+                                network["own_weights"] if camera == 1 else None, **options)
+
+
+def deployed_link(network: dict) -> FlowerLink:
+    """A SuperLink with TLS and SuperNode authentication and every camera's registered
+    SuperNode (``link.ids``: camera -> node id, ``link.devices``: camera -> its process)."""
+    link = FlowerLink(network["root"] / "flwr-home",
+                      {"DMNREID_CACHE": str(network["server_cache"])}, simulation=False,
+                      credentials=network["root"] / "tls")
+    try:
+        link.ids, link.devices = {}, {}
+        for camera, device in network["devices"].items():
+            link.ids[camera] = link.register(device / "keys" / "supernode.pub")
+            link.devices[camera] = start_device(link, network, camera)
+    except BaseException:
+        link.stop()
+        raise
+    return link

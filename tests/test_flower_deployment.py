@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -21,16 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dmnreid.config import RunConfig
-from dmnreid.data_prep.partition import read_partition
-from dmnreid.deploy.credentials import make_node_key, make_tls
+from dmnreid.deploy.credentials import make_node_key
 from dmnreid.memory.reference import cluster_centralised
-from dmnreid.prepare import prepare_partitions
 from dmnreid.reid.model import build_model, walking_state, weights_digest
-from dmnreid.reid.pretrain import ensure_source_weights
 from dmnreid.strategies.random_walk import hop_order
 from dmnreid.style.networks import ResnetGenerator
-from tests.flower_harness import FlowerLink
+from tests.flower_harness import FlowerLink, camera_network, deployed_link, start_device
 from tests.privacy import MESSAGE_TYPES, audit_entries, check_replies
 
 CAMERAS = 3
@@ -53,51 +48,15 @@ def read_lines(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory):
     """The server's data and weights, credentials, and one device folder per camera."""
-    root = tmp_path_factory.mktemp("deploy")
-    server_cache = root / "server-cache"
-    with pytest.MonkeyPatch.context() as patch:  # what the SuperLink's ServerApp will find
-        patch.setenv("DMNREID_CACHE", str(server_cache))
-        cfg = RunConfig.from_mapping({**RUN, "partitions-dir": str(root / "server-nodes")})
-        partitions = prepare_partitions(cfg)
-        weights = ensure_source_weights(cfg)
-    make_tls(root / "tls", ["localhost"])
-    devices = {}
-    for node in read_partition(partitions)["nodes"]:
-        device = root / f"device-{node['camera']}"
-        shutil.copytree(partitions / node["node"], device / "data")
-        make_node_key(device / "keys", "supernode")
-        devices[node["camera"]] = device
-    own = devices[1] / "weights" / "resnet18-standin.pt"  # this device brings its own copy
-    own.parent.mkdir()
-    shutil.copyfile(weights, own)
-    return {"root": root, "partitions": partitions, "server_cache": server_cache,
-            "weights": weights, "devices": devices, "own_weights": own}
-
-
-def start_device(link: FlowerLink, network: dict, camera: int, **options):
-    """Camera ``camera``'s SuperNode, in its own folder with its own cache (camera 1 with its
-    own copy of the weights)."""
-    device = network["devices"][camera]
-    return link.start_supernode(device / "data", options.pop("key", device / "keys" /
-                                                             "supernode"),
-                                options.pop("cwd", device),
-                                {"DMNREID_CACHE": str(device / "cache")},
-                                network["own_weights"] if camera == 1 else None, **options)
+    return camera_network(tmp_path_factory.mktemp("deploy"), RUN)
 
 
 @pytest.fixture(scope="module")
 def deployed(network: dict):
     """The SuperLink and the registered, authenticated SuperNodes, for every test here."""
-    link = FlowerLink(network["root"] / "flwr-home",
-                      {"DMNREID_CACHE": str(network["server_cache"])}, simulation=False,
-                      credentials=network["root"] / "tls")
+    link = deployed_link(network)
     try:
-        ids = {}
-        link.devices = {}  # camera -> its SuperNode process
-        for camera, device in network["devices"].items():
-            ids[camera] = link.register(device / "keys" / "supernode.pub")
-            link.devices[camera] = start_device(link, network, camera)
-        yield link, ids
+        yield link, link.ids
     finally:
         link.stop()
         assert all(proc.poll() is not None for proc in link.supernodes)  # stopped by PID
