@@ -171,7 +171,7 @@ class RunConfig:
     alpha: int = 1
     memory_features: str = "plain"
     top1_max_distance: float = 0.0
-    flood_reach: str = "edges"
+    flood_reach: str = "sets"
     incremental_hops: int = 18
     recluster_every: int = 0
     incremental_head: str = "reinit"
