@@ -16,16 +16,28 @@ from contextlib import contextmanager
 from flwr.app import Message
 from flwr.serverapp import Grid
 
+Rounds = dict[str, dict[str, float]]  # phase -> rounds, messages, seconds
+
+
+def added(first: Rounds, second: Rounds) -> Rounds:
+    """Two processes' counts together (a resumed run continues its own rounds.json)."""
+    out = {phase: dict(entry) for phase, entry in first.items()}
+    for phase, entry in second.items():
+        into = out.setdefault(phase, {"rounds": 0, "messages": 0, "seconds": 0.0})
+        into["rounds"] += entry["rounds"]
+        into["messages"] += entry["messages"]
+        into["seconds"] = round(into["seconds"] + entry["seconds"], 3)
+    return out
+
 
 class RoundsGrid(Grid):
     """Wraps the Grid Flower hands the ServerApp; ``with grid.phase("walk"):`` names what
     the rounds sent inside belong to (the innermost name counts)."""
 
-    def __init__(self, grid: Grid, poll_interval: float,
-                 rounds: dict[str, dict[str, float]] | None = None) -> None:
+    def __init__(self, grid: Grid, poll_interval: float) -> None:
         self.inner = grid
         self.poll_interval = poll_interval
-        self.rounds: dict[str, dict[str, float]] = rounds or {}
+        self.rounds: Rounds = {}
         self._phases = ["set-up"]
 
     @contextmanager
@@ -37,11 +49,8 @@ class RoundsGrid(Grid):
             self._phases.pop()
 
     def _count(self, rounds: int, messages: int, seconds: float) -> None:
-        entry = self.rounds.setdefault(self._phases[-1],
-                                       {"rounds": 0, "messages": 0, "seconds": 0.0})
-        entry["rounds"] += rounds
-        entry["messages"] += messages
-        entry["seconds"] = round(entry["seconds"] + seconds, 3)
+        self.rounds = added(self.rounds, {self._phases[-1]: {
+            "rounds": rounds, "messages": messages, "seconds": seconds}})
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:

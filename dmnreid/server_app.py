@@ -46,7 +46,7 @@ from dmnreid.reid.model import (
     weights_digest,
 )
 from dmnreid.reid.pretrain import ensure_source_weights
-from dmnreid.rounds import RoundsGrid
+from dmnreid.rounds import RoundsGrid, added
 from dmnreid.run_dir import REEVALUATIONS, WALKING_JSON, RunDir
 from dmnreid.strategies.clustering import cluster_phase
 from dmnreid.strategies.evaluation import evaluate_state
@@ -431,7 +431,7 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
                              weights_digest(weights) if weights else "")
     log(INFO, "%d nodes, cameras %s", len(network.nodes), [c for _, c in network.nodes])
     run = open_run(cfg)
-    grid.rounds = run.read_json(ROUNDS_JSON) | grid.rounds  # a resumed run adds to its own
+    grid.rounds = added(run.read_json(ROUNDS_JSON), grid.rounds)  # a resumed run adds to its own
     session = Session(
         grid=grid, cfg=cfg, run=run, network=network,
         roster=make_roster(cfg, network, saved, partitions), model=model,

@@ -201,6 +201,9 @@ def test_resume_continues_from_the_last_checkpoint(link: FlowerLink, tmp_path: P
     assert json.loads((hops_file.parent / "config.json").read_text())["node-timeout"] == 300.0
     metrics = json.loads((hops_file.parent / "metrics.json").read_text())
     assert set(metrics) == {"baseline", "walk", "final"}
+    rounds = json.loads((hops_file.parent / "rounds.json").read_text())
+    assert rounds["set-up"]["rounds"] == 2  # one query.info round per call: added up
+    assert rounds["walk"]["rounds"] >= 6
 
     # the finished shared-statistics run, evaluated again: by the nodes with the same
     # statistics (the same numbers), then with each camera's own (test-time adaptation)
