@@ -201,12 +201,11 @@ def log_scores(stage: str, hop: int, scores: dict[str, float]) -> None:
 
 
 def node_settings(cfg: RunConfig, partitions: Path | None, run: RunDir,
-                  weights: Path | None) -> dict:
+                  weights_sha256: str) -> dict:
     """What every message carries: where the data is (simulation), the run, its settings, and
     the pretrained weights by sha256 (each node holds its own copy: ``query.pretrained``)."""
     return {"partition-dir": str(partitions) if partitions else "", "run-key": run.path.name,
-            "run-config": json.dumps(cfg.to_mapping()),
-            "weights-sha256": weights_digest(weights) if weights else ""}
+            "run-config": json.dumps(cfg.to_mapping()), "weights-sha256": weights_sha256}
 
 
 def server_evaluator(cfg: RunConfig, partitions: Path | None) -> Evaluator | None:
@@ -423,12 +422,13 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
     grid = RoundsGrid(flower_grid, cfg.poll_interval)
     partitions = prepare_partitions(cfg)
     weights = pretrained_file(cfg)
+    sha256 = weights_digest(weights) if weights else ""  # hashed once: it names the weights
     model = build_model(cfg.arch, weights, 1, cfg.freeze_stem)
     saved = saved_network(cfg)
     network = discover_nodes(grid, expected_cameras(cfg, partitions), partitions,
                              cfg.node_timeout, cfg.target_camera,
                              {int(c): n for c, n in saved["cameras"].items()} if saved else None,
-                             weights_digest(weights) if weights else "")
+                             sha256)
     log(INFO, "%d nodes, cameras %s", len(network.nodes), [c for _, c in network.nodes])
     run = open_run(cfg)
     grid.rounds = added(run.read_json(ROUNDS_JSON), grid.rounds)  # a resumed run adds to its own
@@ -436,7 +436,7 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
         grid=grid, cfg=cfg, run=run, network=network,
         roster=make_roster(cfg, network, saved, partitions), model=model,
         evaluator=server_evaluator(cfg, partitions),
-        base_config=node_settings(cfg, partitions, run, weights),
+        base_config=node_settings(cfg, partitions, run, sha256),
         metrics=run.read_json("metrics.json"),
     )
     roster = session.roster
@@ -548,14 +548,14 @@ def reevaluate(flower_grid: Grid, cfg: RunConfig) -> dict[str, float]:
     eval_cfg.validate()  # e.g. a dataset = 'devices' run cannot be scored by the server
     partitions = prepare_partitions(eval_cfg)
     weights = pretrained_file(eval_cfg)
+    sha256 = weights_digest(weights) if weights else ""
     network = discover_nodes(grid, expected_cameras(eval_cfg, partitions), partitions,
-                             cfg.node_timeout, eval_cfg.target_camera,
-                             weights_sha256=weights_digest(weights) if weights else "") \
+                             cfg.node_timeout, eval_cfg.target_camera, weights_sha256=sha256) \
         if cfg.eval_mode == "federated" else None
     nodes = network.nodes if network else None
     log(INFO, "Re-evaluating the final model of %s: bn-mode %s, eval-mode %s", run.path,
         cfg.bn_mode, cfg.eval_mode)
-    settings = node_settings(eval_cfg, partitions, run, weights)
+    settings = node_settings(eval_cfg, partitions, run, sha256)
     if network is not None:
         distribute_weights(grid, network.nodes, weights, settings, cfg.node_timeout,
                            network.holding)

@@ -257,10 +257,10 @@ def flood_only(edges: list[tuple[int, int]], sizes: dict[int, int], reach: str) 
                    for c, p in route_flood(sets, kept, ids, reach).items()}
         sets = {c: r.sets for c, r in replies.items()}
         changed = check_flood_replies(replies, ids)
-        if not changed or flood_settled(sets, kept, ids, reach):
+        payloads = route_flood(sets, kept, ids, reach)
+        if not changed or flood_settled(payloads, ids):
             # the server's shortcut is exact: one more round would change nothing
-            again = {c: node_flood(c, p, ids)
-                     for c, p in route_flood(sets, kept, ids, reach).items()}
+            again = {c: node_flood(c, p, ids) for c, p in payloads.items()}
             assert not check_flood_replies(again, ids)
             assert labels_from_flood(again, ids).tolist() == \
                 labels_from_flood(replies, ids).tolist()

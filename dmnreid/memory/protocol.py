@@ -423,12 +423,11 @@ def check_flood_replies(replies: Mapping[int, FloodReply], ids: GlobalIds) -> bo
     return changed
 
 
-def flood_settled(sets_by_node: Mapping[int, Pairs], edges: Pairs, ids: GlobalIds,
-                  reach: str = "edges") -> bool:
-    """Whether one more flood round would change no set. The server relays every set, so it
-    can tell without sending that round (which would only confirm it): one round fewer."""
-    return not any(node_flood(cam, payload, ids).changed
-                   for cam, payload in route_flood(sets_by_node, edges, ids, reach).items())
+def flood_settled(payloads: Mapping[int, FloodPayload], ids: GlobalIds) -> bool:
+    """Whether the next flood round (``payloads``, already routed) would change no set. The
+    server relays every set, so it can tell without sending that round (which would only
+    confirm it): one round fewer."""
+    return not any(node_flood(cam, payload, ids).changed for cam, payload in payloads.items())
 
 
 def labels_from_flood(replies: Mapping[int, FloodReply], ids: GlobalIds) -> np.ndarray:
@@ -475,15 +474,14 @@ def cluster_distributed(banks: Banks, alpha: int, *, reach: str = "edges",
     kept = check_triangle_replies(tri, step1, ids)
     _add_server_time(stats, t0)
 
-    sets: Mapping[int, Pairs] = tri
+    payloads = route_flood(tri, kept, ids, reach)
     limit = max_flood_rounds if max_flood_rounds is not None else ids.total + 1
     for k in range(1, limit + 1):
         t0 = time.perf_counter()
-        flood = run_round(f"flood-{k}", route_flood(sets, kept, ids, reach),
-                          lambda c, p: node_flood(c, p, ids))
+        flood = run_round(f"flood-{k}", payloads, lambda c, p: node_flood(c, p, ids))
         changed = check_flood_replies(flood, ids)
-        sets = {c: r.sets for c, r in flood.items()}
-        settled = not changed or flood_settled(sets, kept, ids, reach)
+        payloads = route_flood({c: r.sets for c, r in flood.items()}, kept, ids, reach)
+        settled = not changed or flood_settled(payloads, ids)
         _add_server_time(stats, t0)
         if settled:
             break

@@ -226,19 +226,18 @@ def _rounds(grid: Grid, nodes: Mapping[int, int], banks: Mapping[int, np.ndarray
     kept_lists = parsed(replies, "triangle", _pairs)
     kept = check_triangle_replies(kept_lists, step1, ids)
 
-    sets: Mapping[int, Pairs] = kept_lists
+    payloads = route_flood(kept_lists, kept, ids, reach)
     flood: dict[int, FloodReply] = {}
     for k in range(1, ids.total + 2):
         name = f"flood-{k}"
-        payloads = route_flood(sets, kept, ids, reach)
         replies = _every(_send_round(grid, nodes, name, "query.flood",
                                      {c: with_ids(p.to_arrays()) for c, p in payloads.items()},
                                      config, timeout, stats), name)
         flood = parsed(replies, name,
                        lambda r, c: FloodReply.from_arrays(_arrays(r, PAYLOAD, c)))
         changed = check_flood_replies(flood, ids)
-        sets = {c: r.sets for c, r in flood.items()}
-        if not changed or flood_settled(sets, kept, ids, reach):
+        payloads = route_flood({c: r.sets for c, r in flood.items()}, kept, ids, reach)
+        if not changed or flood_settled(payloads, ids):
             break
     return ids, labels_from_flood(flood, ids), step1, kept
 
