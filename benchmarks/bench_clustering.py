@@ -4,7 +4,8 @@
 noise, L2-normalised, so that mutual top-1 edges exist and some are wrong. In one run this prints
 the best-of-3 time of both implementations and their ratio (target <= 3x), the protocol's rounds
 with messages and bytes, the edges before/after the triangle filter, the clusters and their
-scores against the true ids, and checks that both produce identical labels.
+scores against the true ids, checks that both produce identical labels, and what banks
+rounded to float16 on the wire (``feature-dtype = "float16"``) change.
 
     python benchmarks/bench_clustering.py [--alpha 1] [--repeats 3]
 """
@@ -20,6 +21,7 @@ import numpy as np
 from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import cluster_distributed
 from dmnreid.memory.reference import cluster_centralised
+from dmnreid.messages import wire_features
 
 
 def make_banks(cameras: int = 15, identities: int = 1300, dim: int = 2048, seed: int = 0,
@@ -112,6 +114,15 @@ def main() -> None:
     print(f"\nlabels and edges identical (reference, reach='edges', reach='sets'): {same}")
     if not same:
         raise SystemExit("MISMATCH between the centralised reference and the protocol")
+
+    half = {c: wire_features(b, "float16").astype(np.float32) for c, b in banks.items()}
+    rounded = cluster_centralised(half, args.alpha)
+    full_nmi = scores["nmi"]
+    half_nmi = cluster_scores(rounded.cluster_of, flat_truth)["nmi"]
+    print(f"\nfeature-dtype float16 (banks {sum(b.nbytes for b in banks.values()) / 2e6:.1f} MB "
+          f"instead of {sum(b.nbytes for b in banks.values()) / 1e6:.1f}): edges kept "
+          f"{rounded.edges_kept} vs {ref.edges_kept}, clusters {rounded.clusters} vs "
+          f"{ref.clusters}, NMI {half_nmi:.4f} vs {full_nmi:.4f} (float32)")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from dmnreid.messages import (
     record_state,
     required,
     state_record,
+    wire_features,
 )
 from dmnreid.node_state import load_memory_bank, node_dir, save_memory_bank
 
@@ -185,9 +186,9 @@ def walk(msg: Message, context: Context) -> Message:
         return _reply(msg, {"diverged": 1, "diverged-step": err.step})
     if incremental:  # every node keeps its own copy for unification (paper 3.5)
         save_model_copy(directory, _setting(msg, "run-key", str), result.state)
-    records = {WEIGHTS: state_record(result.state)}
+    records = {WEIGHTS: state_record(result.state, cfg.transfer_dtype)}
     if targets is not None and cfg.incremental_head == "travel":
-        records[HEAD] = state_record(result.head)
+        records[HEAD] = state_record(result.head, cfg.transfer_dtype)
     return _reply(msg, {
         "loss": result.stats.loss, "accuracy": result.stats.accuracy,
         "images": result.stats.images, "seconds": result.stats.seconds,
@@ -205,9 +206,9 @@ def memory(msg: Message, context: Context) -> Message:
 
     cfg = _run_config(msg)
     directory = _directory(msg, context)
-    bank = memory_bank(directory, cfg, _weights_file(msg, context),
-                       record_state(_arrays(msg, WEIGHTS)))
-    save_memory_bank(directory, _setting(msg, "run-key", str), bank)
+    bank = wire_features(memory_bank(directory, cfg, _weights_file(msg, context),
+                                     record_state(_arrays(msg, WEIGHTS))), cfg.feature_dtype)
+    save_memory_bank(directory, _setting(msg, "run-key", str), bank.astype(np.float32))
     return _reply(msg, {"memories": int(bank.shape[0]), "dim": int(bank.shape[1])},
                   memory=arrays_record({"features": bank}))
 
@@ -240,8 +241,8 @@ def top1(msg: Message, context: Context) -> Message:
     limit = float(_config(msg).get("max-distance", 0.0))
     if not math.isfinite(limit) or limit < 0:
         raise ValueError(f"query.top1 message: max-distance {limit} is not a finite number >= 0")
-    edges = node_top1(camera, bank, arrays["features"], arrays["cameras"], arrays["labels"],
-                      ids, limit or None)
+    edges = node_top1(camera, bank, arrays["features"].astype(np.float32), arrays["cameras"],
+                      arrays["labels"], ids, limit or None)
     return _pairs_reply(msg, edges)
 
 
@@ -271,7 +272,8 @@ def weights(msg: Message, context: Context) -> Message:
     from dmnreid.node import load_model_copy
 
     state = load_model_copy(_directory(msg, context), _setting(msg, "run-key", str))
-    return _reply(msg, {"layers": len(state)}, **{WEIGHTS: state_record(state)})
+    return _reply(msg, {"layers": len(state)},
+                  **{WEIGHTS: state_record(state, _run_config(msg).transfer_dtype)})
 
 
 @app.query("embed")
@@ -282,7 +284,8 @@ def embed(msg: Message, context: Context) -> Message:
     cfg = _run_config(msg)
     embedded = embed_own_tests(_directory(msg, context), cfg, _weights_file(msg, context),
                                record_state(_arrays(msg, WEIGHTS)))
-    arrays = {k: v for split, features in embedded.items()
+    arrays = {k: wire_features(v, cfg.feature_dtype) if k.endswith("-features") else v
+              for split, features in embedded.items()
               for k, v in features.to_arrays(split).items()}
     return _reply(msg, {split: len(features.items) for split, features in embedded.items()},
                   **{PAYLOAD: arrays_record(arrays)})

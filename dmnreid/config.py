@@ -26,6 +26,7 @@ CHOICES = {
     "memory_features": ("plain", "centred"),
     "style_use": ("translated", "both"),
     "transfer_dtype": ("float32", "float16", "bfloat16"),
+    "feature_dtype": ("float32", "float16"),
 }
 
 
@@ -189,7 +190,8 @@ class RunConfig:
     node_retries: int = 1
     probe_interval: float = 30.0
     poll_interval: float = 0.5
-    transfer_dtype: str = "float32"
+    transfer_dtype: str = "float16"
+    feature_dtype: str = "float32"
     message_audit: str = ""
 
     @staticmethod

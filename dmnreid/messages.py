@@ -36,20 +36,38 @@ class NodeError(RuntimeError):
 
 
 TRANSFER_DTYPES = ("float32", "float16", "bfloat16")
+FEATURE_DTYPES = ("float32", "float16")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def wire_features(features: np.ndarray, dtype: str) -> np.ndarray:
+    """Feature vectors as they travel (``feature-dtype``).
+
+    A node that sends its memory bank keeps ``wire_features(bank, dtype).astype(float32)``:
+    the same rounding the other cameras receive, so both ends of a camera pair compute
+    identical distances and decide its edges alike.
+    """
+    if dtype not in FEATURE_DTYPES:
+        raise ValueError(f"feature dtype {dtype!r}; expected one of {list(FEATURE_DTYPES)}")
+    return np.asarray(features, np.float32).astype(dtype)
 
 
 def state_record(state: OrderedDict[str, torch.Tensor], dtype: str = "float32") -> ArrayRecord:
     """A state dict as an ArrayRecord, its float tensors in ``dtype`` on the wire.
 
     numpy has no bfloat16: those tensors travel as their 16-bit patterns, in an array whose
-    declared dtype says ``bfloat16`` so that :func:`record_state` restores them.
+    declared dtype says ``bfloat16`` so that :func:`record_state` restores them. A tensor
+    with a value beyond float16's range (65504; e.g. a BN running variance of an untrained
+    network) travels in float32 rather than as infinity.
     """
     if dtype not in TRANSFER_DTYPES:
         raise ValueError(f"transfer dtype {dtype!r}: expected one of {TRANSFER_DTYPES}")
     arrays: dict[str, Array] = {}
     for key, tensor in state.items():
         tensor = tensor.detach().cpu()
-        if dtype == "float32" or not tensor.is_floating_point():
+        if dtype == "float32" or not tensor.is_floating_point() or (
+                dtype == "float16" and tensor.numel()
+                and float(tensor.abs().max()) > FLOAT16_MAX):
             arrays[key] = Array(tensor.numpy())
         elif dtype == "float16":
             arrays[key] = Array(tensor.half().numpy())
@@ -76,6 +94,11 @@ def record_state(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
             tensor = tensor.float()
         state[key] = tensor
     return state
+
+
+def as_sent(state: OrderedDict[str, torch.Tensor], dtype: str) -> OrderedDict[str, torch.Tensor]:
+    """``state`` as the receiver of a message in ``dtype`` gets it (float32 again)."""
+    return record_state(state_record(state, dtype))
 
 
 def arrays_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:

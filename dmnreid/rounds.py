@@ -1,10 +1,13 @@
-"""The server's Grid, polling for replies more often and counting message rounds per phase.
+"""The server's Grid, polling for replies more often and counting message rounds per phase
+and messages per message type.
 
 In deployment every message round costs seconds whatever it carries: Flower's Grid looks for
 replies every 3 s, so a round that is answered at once still waits 1.5 s on average. This
 Grid polls every ``poll-interval`` seconds instead (Flower's own push/pull calls, nothing
 else changes) and records, per phase of the pipeline, how many rounds and messages it sent
-and how long it waited: ``rounds.json`` of the run directory.
+and how long it waited: ``rounds.json`` of the run directory. It also counts, per message
+type, the messages sent and the replies received with their bytes (``message_bytes``), and
+the error replies: ``messages.json``, the sizes of the paper's Table 3 as a run measured them.
 """
 
 from __future__ import annotations
@@ -13,21 +16,42 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from flwr.app import Message
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
-Rounds = dict[str, dict[str, float]]  # phase -> rounds, messages, seconds
+from dmnreid.messages import message_bytes
+
+# phase -> rounds, messages, seconds (rounds.json); message type -> MESSAGE_COUNTS
+Counts = dict[str, dict[str, float]]
+MESSAGE_COUNTS = ("messages", "bytes_sent", "replies", "bytes_received", "errors")
 
 
-def added(first: Rounds, second: Rounds) -> Rounds:
-    """Two processes' counts together (a resumed run continues its own rounds.json)."""
-    out = {phase: dict(entry) for phase, entry in first.items()}
-    for phase, entry in second.items():
-        into = out.setdefault(phase, {"rounds": 0, "messages": 0, "seconds": 0.0})
-        into["rounds"] += entry["rounds"]
-        into["messages"] += entry["messages"]
-        into["seconds"] = round(into["seconds"] + entry["seconds"], 3)
+def added(first: Counts, second: Counts) -> Counts:
+    """Two tables of counts together, key by key (a resumed run continues its own rounds.json
+    and messages.json); seconds to the millisecond."""
+    out = {name: dict(entry) for name, entry in first.items()}
+    for name, entry in second.items():
+        into = out.setdefault(name, {})
+        for key, value in entry.items():
+            into[key] = round(into.get(key, 0) + value, 3)
     return out
+
+
+def _message_entry(**counts: int) -> dict[str, float]:
+    return {key: counts.get(key, 0) for key in MESSAGE_COUNTS}
+
+
+def sent_counts(message_type: str, content: RecordDict) -> Counts:
+    """One message the server sent, as a table to add to messages.json."""
+    return {message_type: _message_entry(messages=1, bytes_sent=message_bytes(content))}
+
+
+def reply_counts(message_type: str, content: RecordDict | None) -> Counts:
+    """One reply to a message of ``message_type``; None: an error reply (the node failed or
+    is gone), which carries no content and is counted apart."""
+    if content is None:
+        return {message_type: _message_entry(errors=1)}
+    return {message_type: _message_entry(replies=1, bytes_received=message_bytes(content))}
 
 
 class RoundsGrid(Grid):
@@ -37,8 +61,12 @@ class RoundsGrid(Grid):
     def __init__(self, grid: Grid, poll_interval: float) -> None:
         self.inner = grid
         self.poll_interval = poll_interval
-        self.rounds: Rounds = {}
+        self.rounds: Counts = {}
+        self.messages: Counts = {}
         self._phases = ["set-up"]
+        # message id -> type of the messages pushed and not yet answered: the SuperLink's
+        # error reply for an unavailable node carries a system message type
+        self._pushed: dict[str, str] = {}
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -58,11 +86,11 @@ class RoundsGrid(Grid):
         came or ``timeout`` passed (a missing reply is simply absent, as in Flower's)."""
         start = time.monotonic()
         messages = list(messages)
-        pending = {i for i in self.inner.push_messages(messages) if i}
+        pending = {i for i in self._push(messages) if i}
         deadline = start + timeout if timeout is not None else float("inf")
         replies: list[Message] = []
         while pending:
-            pulled = list(self.inner.pull_messages(pending))
+            pulled = self._pull(pending)
             replies += pulled
             pending -= {m.metadata.reply_to_message_id for m in pulled}
             left = deadline - time.monotonic()
@@ -76,10 +104,31 @@ class RoundsGrid(Grid):
         """Messages pushed without waiting (probes during the walk) count as messages."""
         messages = list(messages)
         self._count(0, len(messages), 0.0)
-        return self.inner.push_messages(messages)
+        return self._push(messages)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.inner.pull_messages(message_ids)
+        return self._pull(message_ids)
+
+    def _push(self, messages: list[Message]) -> list[str]:
+        """Push ``messages``, counting each by type (measured before Flower sends it)."""
+        for message in messages:
+            self.messages = added(self.messages, sent_counts(message.metadata.message_type,
+                                                             message.content))
+        message_ids = list(self.inner.push_messages(messages))
+        pushed = set(message_ids)  # Flower set each message's id; one not stored is left out
+        self._pushed |= {m.metadata.message_id: m.metadata.message_type for m in messages
+                         if m.metadata.message_id in pushed}
+        return message_ids
+
+    def _pull(self, message_ids: Iterable[str]) -> list[Message]:
+        """Pull replies, counting each under the type of the message it answers."""
+        replies = list(self.inner.pull_messages(message_ids))
+        for reply in replies:
+            message_type = self._pushed.pop(reply.metadata.reply_to_message_id,
+                                            reply.metadata.message_type)
+            content = None if reply.has_error() else reply.content
+            self.messages = added(self.messages, reply_counts(message_type, content))
+        return replies
 
     def get_node_ids(self) -> Iterable[int]:
         return self.inner.get_node_ids()

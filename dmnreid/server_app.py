@@ -28,6 +28,7 @@ from dmnreid.messages import (
     WEIGHTS,
     NodeError,
     arrays_record,
+    as_sent,
     ask_nodes,
     metrics_of,
     record_state,
@@ -60,6 +61,7 @@ app = ServerApp()
 DEFAULTS = defaults()
 NETWORK_JSON = "network.json"
 ROUNDS_JSON = "rounds.json"
+MESSAGES_JSON = "messages.json"
 
 
 # how long to wait and how often to retry: a resumed run may need other values than it
@@ -269,13 +271,15 @@ class Session:
 
     def save_network(self) -> None:
         """network.json: every camera, its node, which are left out and why, and each
-        failure and return so far; rounds.json: the message rounds per phase so far."""
+        failure and return so far; rounds.json: the message rounds per phase so far;
+        messages.json: the messages, replies and their bytes per message type so far."""
         self.run.write_json(NETWORK_JSON, {
             "cameras": {str(c): n for c, n in self.network.tracklets.items()},
             "nodes": {str(c): n for c, n in self.roster.nodes.items()},
             "left_out": {str(c): why for c, why in sorted(self.roster.out.items())},
             "events": self.roster.events})
         self.run.write_json(ROUNDS_JSON, self.grid.rounds)
+        self.run.write_json(MESSAGES_JSON, self.grid.messages)
 
     def record(self, stage: str, state: State, hop: int, again: bool = False) -> None:
         """Score ``state`` as ``stage`` of metrics.json; once, unless ``again`` (a resumed
@@ -390,8 +394,11 @@ def unify_phase(session: Session, state: State) -> State:
     run.write_json("unification.json", record)
     if not states:
         return state
-    return average_states(list(states.values())) if cfg.unify == "average" else \
-        next(iter(states.values()))
+    if cfg.unify == "pick-one":
+        return next(iter(states.values()))
+    # rounded as it travels, like every other model: the final model is the one the nodes
+    # receive (and evaluate, with eval-mode = federated), not a finer one only the server has
+    return as_sent(average_states([states[c] for c in sorted(states)]), cfg.transfer_dtype)
 
 
 def saved_network(cfg: RunConfig) -> dict | None:
@@ -432,6 +439,7 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
     log(INFO, "%d nodes, cameras %s", len(network.nodes), [c for _, c in network.nodes])
     run = open_run(cfg)
     grid.rounds = added(run.read_json(ROUNDS_JSON), grid.rounds)  # a resumed run adds to its own
+    grid.messages = added(run.read_json(MESSAGES_JSON), grid.messages)
     session = Session(
         grid=grid, cfg=cfg, run=run, network=network,
         roster=make_roster(cfg, network, saved, partitions), model=model,
@@ -495,7 +503,7 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
                         grid, session.nodes, network.tracklets, state, session.base_config,
                         cfg.alpha, cfg.flood_reach, cfg.node_timeout, run, partitions,
                         cfg.top1_max_distance, tag=f"-{first}" if first else "",
-                        dtype=cfg.transfer_dtype)
+                        dtype=cfg.transfer_dtype, feature_dtype=cfg.feature_dtype)
                 live = {c for _, c in session.nodes}
                 roster.leave_out({c: f"clustering round {m['round']}: {m['cause']}"
                                   for c, m in missing.items() if c in live}, "clustering")

@@ -30,7 +30,7 @@ def _forbidden(value: object) -> bool:
 
 
 def _check_arrays(name: str, entries: dict, weights: dict) -> None:
-    """Model weights, 512-d float32 feature vectors, or int64 ids/edges: nothing else."""
+    """Model weights, 512-d float32 or float16 feature vectors, or int64 ids/edges: nothing else."""
     assert not any(is_bn_statistic(key) for key in entries), "camera statistics left a node"
     if name == "weights":
         assert set(entries) == set(weights)
@@ -40,7 +40,7 @@ def _check_arrays(name: str, entries: dict, weights: dict) -> None:
     assert name in ("memory", "payload"), name
     for key, array in entries.items():
         if name == "memory" or key.endswith("-features"):
-            assert key in ("features", *EMBEDDING) and array["dtype"] == "float32"
+            assert key in ("features", *EMBEDDING) and array["dtype"] in ("float32", "float16")
             assert len(array["shape"]) == 2 and array["shape"][1] == 512
         elif key in EMBEDDING:  # an item's number, its person and camera
             assert array["dtype"] == "int64" and len(array["shape"]) == 1

@@ -193,13 +193,15 @@ def test_a_network_that_keeps_going_when_nodes_drop_out(network: dict, deployed)
     walk and restarted with its key; another is killed during the clustering rounds. The run
     completes: the hop to the dead node is skipped with the weights kept, the restarted node
     rejoins and trains again, the labels come from the cameras that answered every round; the
-    walking weights travel in float16, half the bytes of the float32 run."""
+    walking weights travel in float16 both ways, half the bytes of the float32 run, and so
+    do the memory banks (feature-dtype = float16)."""
     link, _ = deployed
     out = network["root"] / "dropout-out"
     config = {**RUN, "partitions-dir": str(network["partitions"]), "output-dir": str(out),
               "style-transfer": False, "walk-hops": 6, "walk-order": "permutation",
               "incremental-hops": 3, "eval-mode": "server", "hop-timeout": 60.0,
-              "node-retries": 0, "probe-interval": 5.0, "transfer-dtype": "float16"}
+              "node-retries": 0, "probe-interval": 5.0, "transfer-dtype": "float16",
+              "feature-dtype": "float16"}
     cameras = sorted(network["devices"])
     planned = [cameras[i] for i in hop_order(len(cameras), 6, "permutation", RUN["seed"])]
     walker, clustered_out = planned[2], min(c for c in cameras if c != planned[2])
@@ -240,5 +242,12 @@ def test_a_network_that_keeps_going_when_nodes_drop_out(network: dict, deployed)
     assert (run_dir / "checkpoints" / "final.pt").is_file()
 
     full = json.loads((run_dir / "walking.json").read_text())["bytes"]  # in float32
-    half = [h["bytes_sent"] for h in hops]
+    half = [h[k] for h in hops if "skipped" not in h for k in ("bytes_sent", "bytes_received")]
     assert all(abs(b / full - 0.5) < 0.005 for b in half), (half, full)
+    memory = clustering["per_round"][0]
+    answered = kept + ([clustered_out] if clustering["missing"][str(clustered_out)]["round"]
+                       != "memory" else [])
+    all_banks = sum(len(np.load(network["devices"][c] / "data" / "runs" / run_dir.name /
+                                "memory.npy")) for c in answered)
+    assert memory["name"] == "memory" and memory["messages"] == len(cameras)
+    assert 0 <= memory["bytes_received"] - all_banks * 512 * 2 < 2_000, memory  # + metrics

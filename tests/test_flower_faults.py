@@ -10,6 +10,7 @@ after each skipped hop are those before it; unification leaves out the broken co
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from dmnreid.data_prep.synthetic import SyntheticConfig, generate
 from dmnreid.memory.reference import cluster_centralised
 from dmnreid.node_state import load_memory_bank
 from dmnreid.strategies.unification import pick_one
+from tests.conftest import started_link
 from tests.flower_harness import PROJECT, FlowerLink
 
 CAMERAS = 3
@@ -99,11 +101,8 @@ for kind, action, handler in (("query", "info", real.info), ("train", "walk", re
 
 
 @pytest.fixture(scope="module")
-def link(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("flwr-faults")
-    server = FlowerLink(home / "flwr-home", {"DMNREID_CACHE": str(home / "cache")})
-    yield server
-    server.stop()
+def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlowerLink]:
+    yield from started_link(tmp_path_factory, "flwr-faults")
 
 
 def read_lines(path: Path) -> list[dict]:

@@ -21,54 +21,19 @@ from dmnreid.config import ConfigError, RunConfig
 from dmnreid.data_prep.partition import read_partition
 from dmnreid.reid.camera_bn import state_bytes
 from dmnreid.reid.model import build_model, stem_digest, walking_state
-from dmnreid.reid.pretrain import torchvision_state
 from dmnreid.server_app import reevaluate
 from dmnreid.strategies.random_walk import hop_order
 from dmnreid.style.networks import ResnetGenerator
+from tests.conftest import CAMERAS, TINY
 from tests.flower_harness import FlowerLink
 from tests.privacy import MESSAGE_TYPES, audit_entries, check_replies
 
-CAMERAS = 3
-TINY = {
-    "synthetic-cameras": CAMERAS, "synthetic-train-ids": 12, "synthetic-test-ids": 8,
-    "image-height": 32, "image-width": 16, "pretrained-weights": "none",
-    "bn-statistics": "update", "walk-hops": 4,
-    "local-epochs": 1, "batch-size": 8, "eval-every": 2, "seed": 3,
-    "incremental-hops": 2, "alpha": 0, "unify": "average", "recluster-every": 1,
-    "style-height": 32, "style-width": 16, "style-iterations": 8, "style-batch-size": 2,
-    "style-generator-filters": 8, "style-generator-blocks": 1, "style-discriminator-filters": 8,
-    "bn-mode": "camera", "eval-mode": "federated",
-}
 SHARED = {"bn-mode": "shared", "eval-mode": "server"}
 WALK, INCREMENTAL = TINY["walk-hops"], TINY["incremental-hops"]
 HOP_KEYS = {"phase", "hop", "node", "camera", "loss", "accuracy", "images", "seconds",
             "num_classes", "stem_digest", "round_trip_seconds", "bytes_sent", "bytes_received",
             "sent_digest"}
 SCORES = {"rank1", "rank5", "rank10", "mAP"}
-
-
-@pytest.fixture(scope="module")
-def link(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("flwr")
-    server = FlowerLink(home / "flwr-home", {"DMNREID_CACHE": str(home / "cache")})
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def tiny_run(link: FlowerLink, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("runs")
-    # a weights file (the seeded initialisation, so the same model as "none"): the nodes get it
-    # from the server (query.pretrained), never by path
-    weights = out / "weights.pth"
-    torch.save(torchvision_state(build_model("resnet18", None)), weights)
-    config = {**TINY, "output-dir": str(out / "outputs"), "run-name": "tiny",
-              "message-audit": str(out / "audit"), "pretrained-weights": str(weights)}
-    run_id, log = link.start_run(config, supernodes=CAMERAS)
-    status = link.wait(run_id)
-    run_dirs = sorted((out / "outputs").glob("*-tiny"))
-    return {"status": status, "log": log, "dir": run_dirs[0] if run_dirs else None,
-            "audit": out / "audit", "cache": link.env["DMNREID_CACHE"]}
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -119,9 +84,10 @@ def test_only_the_walking_layers_travel_and_the_stem_stays_identical(tiny_run):
     assert recorded["bytes"] + recorded["bn-statistics-bytes"] == shared_bytes
     assert recorded["bn-statistics-travel"] is False
     hops = read_lines(tiny_run["dir"] / "hops.jsonl")
+    on_the_wire = walking_bytes / 2  # transfer-dtype = "float16", the default
     for hop in hops:
-        assert abs(hop["bytes_sent"] - walking_bytes) / walking_bytes < 0.01
-        assert abs(hop["bytes_received"] - walking_bytes) / walking_bytes < 0.01
+        assert abs(hop["bytes_sent"] - on_the_wire) / on_the_wire < 0.01
+        assert abs(hop["bytes_received"] - on_the_wire) / on_the_wire < 0.01
         assert hop["stem_digest"] == stem_digest(model)  # after training, on every node
     checkpoint = torch.load(tiny_run["dir"] / "checkpoints" / "latest.pt", weights_only=True)
     assert set(checkpoint["state"]) == set(walking)
@@ -278,7 +244,8 @@ def test_rounds_per_phase(tiny_run):
     """rounds.json counts every message round by phase: one per hop, one for style transfer
     (the generators come with its replies), two at set-up (query.info also asks whether a node
     holds the weights, then they are sent), each clustering's rounds, one per federated
-    evaluation and one for unification; its messages are exactly the replies nodes sent."""
+    evaluation and one for unification; its messages are exactly the replies nodes sent.
+    messages.json counts them by type, a hop's message with the bytes hops.jsonl has."""
     rounds = json.loads((tiny_run["dir"] / "rounds.json").read_text())
     clusterings = [json.loads(f.read_text())["rounds"]
                    for f in tiny_run["dir"].glob("clustering*.json")]
@@ -291,6 +258,10 @@ def test_rounds_per_phase(tiny_run):
     assert rounds["walk"]["messages"] == WALK and rounds["evaluation"]["messages"] == \
         CAMERAS * evaluations
     assert all(e["seconds"] > 0 for e in rounds.values())
+    by_type = json.loads((tiny_run["dir"] / "messages.json").read_text())
+    walk, hops = by_type["train.walk"], read_lines(tiny_run["dir"] / "hops.jsonl")
+    assert set(by_type) == MESSAGE_TYPES and walk["bytes_sent"] / walk["messages"] == \
+        pytest.approx(sum(h["bytes_sent"] for h in hops) / len(hops), rel=0.01), by_type
 
 
 def test_clustering_record(tiny_run):
@@ -322,3 +293,25 @@ def test_triangle_relation_beats_plain_mutual_top1_precision(link: FlowerLink, t
     assert 0 < summary["edges_kept"] < summary["edges_mutual"]  # the filter removed edges
     assert triangle["pairs_predicted"] > 0  # not the empty-clustering convention
     assert triangle["precision"] > mutual["precision"]
+
+
+def test_the_in_process_driver_scores_what_the_flower_run_scored(
+        tiny_run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The experiments' driver, given the tiny run's settings and node folders, walks to the
+    same weights: its scores equal the Flower run's after the walk and the incremental walk
+    (the Flower run evaluated on its nodes, the driver on the server's copy)."""
+    from dmnreid.experiments.driver import Network
+
+    monkeypatch.setenv("DMNREID_CACHE", str(tiny_run["cache"]))
+    cfg = RunConfig.from_mapping(json.loads((tiny_run["dir"] / "config.json").read_text()))
+    network = Network(cfg)
+    network.style(tmp_path / "grid.png")  # the nodes' CycleGANs, reused from their folders
+    walked = network.first_walk(network.initial_state())
+    incremental, clusterings = network.incremental(walked.state, "clusters")
+    metrics = json.loads((tiny_run["dir"] / "metrics.json").read_text())
+    for stage, state in (("walk", walked.state), ("incremental", incremental.state)):
+        scores = network.score(state)
+        assert all(abs(scores[k] - metrics[stage][k]) < 1e-5 for k in SCORES), (stage, scores)
+    saved = [json.loads((tiny_run["dir"] / name).read_text())
+             for name in ("clustering.json", "clustering-1.json")]
+    assert [c["clusters"] for c in clusterings] == [c["clusters"] for c in saved]

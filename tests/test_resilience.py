@@ -5,10 +5,13 @@ runs themselves are in test_flower_faults.py (simulation) and test_flower_deploy
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
+import numpy as np
 import pytest
 import torch
 
-from dmnreid.messages import message_bytes, record_state, state_record
+from dmnreid.messages import message_bytes, record_state, state_record, wire_features
 from dmnreid.reid.model import build_model, walking_state
 from dmnreid.strategies.random_walk import stand_in
 from dmnreid.strategies.roster import Roster
@@ -56,6 +59,27 @@ def test_half_size_weights_are_half_the_bytes_and_come_back_as_float32(dtype: st
         else:  # BN batch counters travel as they are
             assert torch.equal(back[key], tensor)
     assert next(iter(half.values())).dtype == dtype
+
+
+def test_a_tensor_beyond_float16_range_travels_in_float32_not_as_infinity():
+    state = OrderedDict(w=torch.full((4,), 0.5), var=torch.tensor([1.0, 7e4]))
+    back = record_state(state_record(state, "float16"))
+    assert back["w"].dtype == torch.float32 and torch.equal(back["w"], state["w"])
+    assert torch.equal(back["var"], state["var"])  # float32 on the wire, exact
+    assert state_record(state, "float16")["var"].dtype == "float32"
+
+
+def test_float16_features_are_half_the_bytes_and_round_the_same_way_at_both_ends():
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(40, 512)).astype(np.float32)
+    sent = wire_features(bank, "float16")
+    assert sent.dtype == np.float16 and sent.nbytes * 2 == bank.nbytes
+    kept = sent.astype(np.float32)  # what the sending node keeps
+    assert np.array_equal(wire_features(kept, "float16"), sent)  # relayed again: unchanged
+    assert np.allclose(kept, bank, rtol=2 ** -11, atol=1e-7) and not np.array_equal(kept, bank)
+    assert wire_features(bank, "float32").dtype == np.float32
+    with pytest.raises(ValueError, match="feature dtype 'int8'"):
+        wire_features(bank, "int8")
 
 
 def test_an_unknown_transfer_dtype_is_refused():

@@ -49,6 +49,7 @@ from dmnreid.messages import (
     exchange,
     message_bytes,
     state_record,
+    wire_features,
 )
 from dmnreid.run_dir import RunDir
 from dmnreid.strategies.random_walk import State
@@ -192,9 +193,10 @@ class Clustering:
 
 def _rounds(grid: Grid, nodes: Mapping[int, int], banks: Mapping[int, np.ndarray],
             config: dict, alpha: int, reach: str, timeout: float, max_distance: float,
-            stats: list[RoundStats]) -> tuple[GlobalIds, np.ndarray, Pairs, Pairs]:
-    """The rounds after the memory round, over the cameras of ``banks``; CamerasLost when
-    a camera gives no usable reply."""
+            stats: list[RoundStats], feature_dtype: str
+            ) -> tuple[GlobalIds, np.ndarray, Pairs, Pairs]:
+    """The rounds after the memory round, over the cameras of ``banks`` (sent on in
+    ``feature_dtype``); CamerasLost when a camera gives no usable reply."""
     ids = GlobalIds.from_sizes({c: len(b) for c, b in banks.items()})
     id_arrays = ids.to_arrays()
     with_ids: Callable[[dict], dict] = lambda arrays: {**arrays, **id_arrays}  # noqa: E731
@@ -212,7 +214,8 @@ def _rounds(grid: Grid, nodes: Mapping[int, int], banks: Mapping[int, np.ndarray
 
     top1 = {c: p for c, p in route_top1(banks, ids).items() if len(p.labels)}
     replies = _every(_send_round(grid, nodes, "top1", "query.top1",
-                                 {c: with_ids(p.to_arrays()) for c, p in top1.items()},
+                                 {c: with_ids({**p.to_arrays(), "features": wire_features(
+                                     p.features, feature_dtype)}) for c, p in top1.items()},
                                  {**config, "max-distance": max_distance}, timeout, stats),
                      "top1")
     edges = parsed(replies, "top1", _pairs)
@@ -244,7 +247,8 @@ def _rounds(grid: Grid, nodes: Mapping[int, int], banks: Mapping[int, np.ndarray
 
 def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[int, int],
                            state: State, config: dict, alpha: int, reach: str, timeout: float,
-                           max_distance: float = 0.0, dtype: str = "float32") -> Clustering:
+                           max_distance: float = 0.0, dtype: str = "float32",
+                           feature_dtype: str = "float32") -> Clustering:
     """Run every round over the cameras that answer.
 
     A camera without a usable bank at the memory round is left out of this clustering; one
@@ -261,7 +265,8 @@ def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[
                 {c: m["cause"] for c, m in missing.items()}))
         try:
             ids, cluster_of, step1, kept = _rounds(grid, nodes, banks, config, alpha, reach,
-                                                   timeout, max_distance, stats)
+                                                   timeout, max_distance, stats,
+                                                   feature_dtype)
             return Clustering(ids, cluster_of, step1, kept, stats, missing)
         except CamerasLost as lost:
             log(WARNING, "Clustering starts again without camera(s) %s (%s)",
@@ -274,7 +279,7 @@ def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[
 def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, int],
                   state: State, config: dict, alpha: int, reach: str, timeout: float,
                   run: RunDir, partitions: Path | None, max_distance: float = 0.0,
-                  tag: str = "", dtype: str = "float32"
+                  tag: str = "", dtype: str = "float32", feature_dtype: str = "float32"
                   ) -> tuple[dict[int, np.ndarray], dict[int, dict[str, str]]]:
     """Global class (0..K-1) per local tracklet of every camera that took part, and the
     cameras left out (round and cause); saved and reused on resume.
@@ -289,7 +294,7 @@ def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, 
         return ids.split(data["classes"]), {int(c): m for c, m in missing.items()}
     by_camera = {camera: node for node, camera in nodes}
     result = distributed_clustering(grid, by_camera, sizes, state, config, alpha, reach,
-                                    timeout, max_distance, dtype)
+                                    timeout, max_distance, dtype, feature_dtype)
     ids, cluster_of, step1, kept, stats = (result.ids, result.cluster_of, result.step1,
                                            result.kept, result.stats)
     _, classes = np.unique(cluster_of, return_inverse=True)

@@ -1,0 +1,184 @@
+"""``ablation``: the paper's Table 1 (baseline, rw, rw+t, rw+t+i) for shared and camera BN,
+over seeds, with three rows that show where the headroom is.
+
+- ``control``: rw+t walked on for as many hops as the incremental walk, local labels (the
+  same training, no clusters);
+- ``oracle``: the incremental walk with the true identities in place of the clusters (the
+  best any clustering could give this training);
+- ``upper-bound``: supervised training of the same network on all cameras' images with true
+  identities, as many images seen as rw+t+i (not federated: the limit of data and network).
+
+Only ``oracle`` and ``upper-bound`` read true identities for training; every other row uses
+what a Flower run's nodes have (``labels`` in each result says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import pandas as pd
+
+from dmnreid.config import ConfigError, RunConfig
+from dmnreid.experiments import plots, tables
+from dmnreid.experiments.driver import Network, Walked
+from dmnreid.experiments.paper import paper_rows
+from dmnreid.experiments.settings import (
+    add_common,
+    configured,
+    progress_printer,
+    run_config,
+    seeds,
+)
+from dmnreid.experiments.store import Store
+from dmnreid.experiments.upper_bound import train_upper_bound
+
+ROWS = ("baseline", "rw", "rw+t", "rw+t+i", "control", "oracle", "upper-bound")
+INCREMENTAL = {"rw+t+i": "clusters", "control": "local", "oracle": "truth"}
+BN_MODES = ("shared", "camera")
+LABELS = {"baseline": "none", "rw": "local", "rw+t": "local", "upper-bound": "truth"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common(parser, "experiments/ablation")
+    parser.add_argument("--bn-modes", default=",".join(BN_MODES),
+                        help="comma-separated bn-mode values (default shared,camera)")
+    parser.add_argument("--rows", default=",".join(ROWS),
+                        help=f"comma-separated rows to run (default all: {','.join(ROWS)})")
+
+
+def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown or not values:
+        raise ConfigError(f"{what} {text!r}: expected some of {list(allowed)}")
+    return values
+
+
+class SeedRun:
+    """The rows of one (bn-mode, seed): networks built when first needed, each row's result
+    and the rw+t weights kept in the store, so nothing finished is redone."""
+
+    def __init__(self, cfg: RunConfig, store: Store, say: Callable[[str], None]) -> None:
+        self.cfg, self.store, self.say = cfg, store, say
+        self.where = (cfg.bn_mode, f"seed-{cfg.seed}")
+        self._network: Network | None = None
+
+    def network(self, style: bool, **changes: object) -> Network:
+        """The network with or without style transfer (and other ``changes``)."""
+        if self._network is None:
+            self._network = Network(self.cfg, self.say)
+        return self._network.with_config(style_transfer=style, **changes)
+
+    def row(self, name: str) -> dict:
+        done = self.store.result(*self.where, name)
+        if done is not None:
+            self.say(f"{name}: done before (mAP {done['mAP']:.1f})")
+            return done
+        self.say(f"{name}: starting")
+        scores, extra = getattr(self, "_" + name.replace("+", "_").replace("-", "_"))()
+        result = {"row": name, "bn-mode": self.cfg.bn_mode, "seed": self.cfg.seed,
+                  "labels": INCREMENTAL.get(name) or LABELS[name], **scores, **extra}
+        self.say(f"{name}: mAP {result['mAP']:.1f}, rank-1 {result['rank1']:.1f}")
+        return self.store.save_result(result, *self.where, name)
+
+    def _baseline(self) -> tuple[dict, dict]:
+        network = self.network(False)
+        return network.score(network.initial_state()), {}
+
+    def _rw(self) -> tuple[dict, dict]:
+        network = self.network(False)
+        walked = network.first_walk(network.initial_state())
+        return network.score(walked.state), {"images": walked.images}
+
+    def _rw_t(self) -> tuple[dict, dict]:
+        network = self.network(True)
+        style = network.style(self.store.folder(*self.where, "rw+t") / "style_grid.png")
+        walked = network.first_walk(network.initial_state())
+        self.store.save_state(walked.state, *self.where, "rw+t")
+        return network.score(walked.state), {"images": walked.images, "style": style}
+
+    def walked_with_style(self) -> tuple[dict, dict]:
+        """rw+t's result and weights (run now if its folder has none)."""
+        state = self.store.state(*self.where, "rw+t")
+        result = self.store.result(*self.where, "rw+t")
+        if state is None or result is None:
+            self.store.root.joinpath(*self.where, "rw+t", "result.json").unlink(missing_ok=True)
+            result = self.row("rw+t")
+            state = self.store.state(*self.where, "rw+t")
+        return result, state
+
+    def incremental(self, source: str, **changes: object) -> tuple[Network, Walked, dict]:
+        """The incremental walk from rw+t's weights on labels from ``source``; the network
+        it ran on, the walk, and the fields every incremental result holds."""
+        start, state = self.walked_with_style()
+        network = self.network(True, **changes)
+        walked, clusterings = network.incremental(state, source)
+        return network, walked, {"images": start["images"] + walked.images,
+                                 "clusterings": clusterings}
+
+    def _incremental(self, source: str) -> tuple[dict, dict]:
+        network, walked, extra = self.incremental(source)
+        return network.score(walked.state), extra
+
+    def _rw_t_i(self) -> tuple[dict, dict]:
+        return self._incremental("clusters")
+
+    def _control(self) -> tuple[dict, dict]:
+        return self._incremental("local")
+
+    def _oracle(self) -> tuple[dict, dict]:
+        return self._incremental("truth")
+
+    def _upper_bound(self) -> tuple[dict, dict]:
+        incremental = self.row("rw+t+i")
+        network = self.network(False)
+        state, info = train_upper_bound(network, incremental["images"])
+        return network.score(state), info
+
+
+def results_frame(results: list[dict]) -> pd.DataFrame:
+    """The rows in the order of ``--bn-modes`` and of the paper's table."""
+    frame = pd.DataFrame(results)
+    frame["bn-mode"] = pd.Categorical(frame["bn-mode"], list(dict.fromkeys(frame["bn-mode"])))
+    frame["row"] = pd.Categorical(frame["row"], [r for r in ROWS if r in set(frame["row"])])
+    return frame.sort_values(["bn-mode", "row", "seed"], kind="stable")
+
+
+def run(args: argparse.Namespace) -> int:
+    base = run_config(args.run_config, eval_mode="server")
+    bn_modes = _choices(args.bn_modes, BN_MODES, "--bn-modes")
+    rows = _choices(args.rows, ROWS, "--rows")
+    store, printer = Store(args.out / "runs"), progress_printer("ablation")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for bn_mode in bn_modes:
+        for seed in seeds(args.seeds):
+            cfg = configured(base, bn_mode=bn_mode, seed=seed)
+            seed_run = SeedRun(cfg, store, printer(f"bn={bn_mode} seed={seed}"))
+            results += [seed_run.row(row) for row in rows]
+    frame = results_frame(results)
+    summary = tables.summarise(frame, ["bn-mode", "row"])
+    summary[["bn-mode", "row"]] = summary[["bn-mode", "row"]].astype(str)
+    paper = paper_rows(base.dataset)
+    if paper is not None:
+        summary = summary.merge(paper, on="row", how="left")
+    frame.drop(columns=[c for c in ("style", "clusterings") if c in frame]).to_csv(
+        args.out / "ablation_runs.csv", index=False)
+    text = tables.write(summary, args.out, "ablation", title="Ablation (paper Table 1)",
+                        notes=_notes(base, frame))
+    plots.grouped_bars(summary, "row", "bn-mode", "mAP", args.out / "ablation.png",
+                       "mAP by stage (mean ± std over seeds)")
+    print(text)
+    return 0
+
+
+def _notes(cfg: RunConfig, frame: pd.DataFrame) -> str:
+    return (f"Dataset {cfg.dataset}, {cfg.arch} at {cfg.image_height}x{cfg.image_width}, "
+            f"{cfg.walk_hops} walk hops + {cfg.incremental_hops} incremental hops of "
+            f"{cfg.local_epochs} local epoch(s), seeds {sorted(set(frame['seed']))}. "
+            "baseline: the pretrained weights (direct transfer); rw: random walk; +t: style "
+            "transfer; +i: incremental walk on the clusters. control: rw+t walked on with "
+            "local labels for the incremental hops; oracle: the incremental walk on the true "
+            "identities; upper-bound: centralised supervised training on true identities "
+            "with as many images seen as rw+t+i (not a federated method).")

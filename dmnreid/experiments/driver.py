@@ -1,0 +1,230 @@
+"""The pipeline in one process, for experiments: the very node code a Flower run uses.
+
+Hops (:func:`dmnreid.node.walk_hop`), memory banks, the distributed clustering protocol's
+node functions and routing (``cluster_distributed``), the hop order, unification and the
+evaluator, without the Flower transport. Walking weights go through the same
+``transfer-dtype`` conversion as on the wire and memory banks through ``feature-dtype``'s,
+so for the same settings the scores equal those of a Flower run with server-side evaluation.
+
+Where the incremental walk's labels come from is explicit (:class:`Labels`): the clusters
+(the paper), local labels (a control: the walk goes on), or the true identities (an oracle
+for experiments; only this path reads them, and a Flower run has no such option).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dmnreid.config import ConfigError, RunConfig
+from dmnreid.data_prep.partition import load_node, read_partition
+from dmnreid.data_prep.records import DatasetError
+from dmnreid.memory.diagnostics import cluster_scores
+from dmnreid.memory.protocol import Pairs, cluster_distributed
+from dmnreid.memory.reference import GlobalIds
+from dmnreid.messages import as_sent, wire_features
+from dmnreid.node import Targets, memory_bank, walk_hop
+from dmnreid.prepare import prepare_partitions
+from dmnreid.reid.evaluator import Evaluator
+from dmnreid.reid.model import ReidNet, build_model, load_walking_state, walking_state
+from dmnreid.server_app import pretrained_file
+from dmnreid.strategies.clustering import graph_clusters, ground_truth
+from dmnreid.strategies.evaluation import evaluate_state
+from dmnreid.strategies.random_walk import hop_order
+from dmnreid.strategies.style import held_out_images, mean_gaps, measure_gaps
+from dmnreid.style.node_transfer import trained_generator, transfer_style
+
+State = OrderedDict[str, torch.Tensor]
+Progress = Callable[[str], None]
+LABEL_SOURCES = ("clusters", "local", "truth")
+
+
+def _quiet(_: str) -> None:
+    """Progress sink that prints nothing."""
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What an incremental walk trains on: ``classes`` per camera (one global class per
+    local tracklet) or None for local labels; ``source`` says where they came from."""
+
+    source: str
+    classes: dict[int, np.ndarray] | None = None
+    num_classes: int = 0
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class Walked:
+    """A walk's end: the walking weights, each visited camera's last copy, images seen."""
+
+    state: State
+    copies: dict[int, State]
+    images: int
+    hops: list[dict]
+
+
+class Network:
+    """One camera network in this process: node folders, weights, model and evaluator."""
+
+    def __init__(self, cfg: RunConfig, progress: Progress = _quiet) -> None:
+        # scored on the server's copy of the test split: the numbers federated evaluation
+        # gives too (every camera's queries against every gallery)
+        cfg = replace(cfg, eval_mode="server")
+        partitions = prepare_partitions(cfg)
+        if partitions is None:
+            raise ConfigError("dataset = 'devices' has no node folders on this machine: the "
+                              "in-process driver needs a partitioned dataset")
+        self.cfg, self.partitions, self.progress = cfg, partitions, progress
+        self.weights = pretrained_file(cfg)
+        self.nodes = {n["camera"]: partitions / n["node"]
+                      for n in read_partition(partitions)["nodes"]}
+        self.cameras = sorted(self.nodes)
+        self.model: ReidNet = build_model(cfg.arch, self.weights, 1, cfg.freeze_stem)
+        self.evaluator = Evaluator(partitions, cfg.image_height, cfg.image_width)
+
+    def with_config(self, **changes: object) -> Network:
+        """This network under other settings (``style_transfer``, ``alpha``...): the same
+        node folders, model and evaluator, so nothing is loaded twice."""
+        other = copy.copy(self)
+        other.cfg = RunConfig.from_mapping({**self.cfg.to_mapping(),
+                                            **{RunConfig.key(k): v for k, v in changes.items()}})
+        return other
+
+    def initial_state(self) -> State:
+        return walking_state(self.model, self.cfg.freeze_stem, self.cfg.bn_mode)
+
+    def wire(self, state: State) -> State:
+        """What a message would carry: the walking weights in ``transfer-dtype``."""
+        return as_sent(state, self.cfg.transfer_dtype)
+
+    def score(self, state: State) -> dict:
+        """CMC/mAP on the server's copy of the test split; with bn-mode = shared also what
+        camera statistics estimated at test time alone would give (``camera-eval-mAP``)."""
+        scores = dict(evaluate_state(state, self.cfg, self.model, self.evaluator))
+        if self.cfg.bn_mode == "shared":
+            load_walking_state(self.model, state, self.cfg.freeze_stem)
+            scores["camera-eval-mAP"] = self.evaluator.evaluate(
+                self.model, "camera", self.cfg.bn_adapt_images)["mAP"]
+        return scores
+
+    def style(self, grid: Path) -> dict:
+        """Every non-target node's CycleGAN (reused when already trained) and the camera
+        gap it leaves; the translation grid (a PNG) goes to ``grid``."""
+        data = {c: load_node(folder) for c, folder in self.nodes.items()}
+        target = next(iter(data.values())).target_camera
+        generators, seconds = {}, []
+        for camera, node in data.items():
+            self.progress(f"style transfer: camera {camera}")
+            metrics = transfer_style(node, self.cfg)
+            if not metrics["skipped"]:
+                seconds.append(metrics["train-seconds"])
+                generators[camera] = trained_generator(node, self.cfg)
+        gaps = measure_gaps(generators, held_out_images(self.partitions, self.cfg), target,
+                            self.model, self.cfg, grid)
+        mean = {k: v for k, v in mean_gaps(gaps, generators).items() if v is not None}
+        return {**mean, "floor": gaps["floor"], "train_seconds": sum(seconds)}
+
+    def walk(self, state: State, visits: list[int], labels: Labels | None = None,
+             first_hop: int = 0, what: str = "walk") -> Walked:
+        """Hops to the cameras ``visits``, numbered from ``first_hop``; with ``labels`` the
+        hops train on those global classes (a fresh head per hop, or the travelling one)."""
+        head, copies, images, records = None, {}, 0, []
+        start = time.perf_counter()
+        for done, camera in enumerate(visits, start=1):
+            targets = None
+            if labels is not None and labels.classes is not None:
+                travelling = head if self.cfg.incremental_head == "travel" else None
+                targets = Targets(labels.classes[camera], labels.num_classes,
+                                  self.wire(travelling) if travelling else None)
+            result = walk_hop(self.nodes[camera], self.cfg, self.weights, self.wire(state),
+                              first_hop + done - 1, targets)
+            state, head = self.wire(result.state), result.head
+            copies[camera] = state
+            images += result.stats.images
+            records.append({"hop": first_hop + done - 1, "camera": camera,
+                            "loss": result.stats.loss, "images": result.stats.images})
+            self.progress(f"{what}: hop {done}/{len(visits)} camera {camera}, loss "
+                          f"{result.stats.loss:.3f}, ETA "
+                          f"{_eta(time.perf_counter() - start, done, len(visits))}")
+        return Walked(state, copies, images, records)
+
+    def order(self, hops: int, seed: int) -> list[int]:
+        """The cameras a walk of ``hops`` visits (the server's order for the same seed)."""
+        return [self.cameras[i]
+                for i in hop_order(len(self.cameras), hops, self.cfg.walk_order, seed)]
+
+    def first_walk(self, state: State) -> Walked:
+        return self.walk(state, self.order(self.cfg.walk_hops, self.cfg.seed))
+
+    def incremental(self, state: State, source: str) -> tuple[Walked, list[dict]]:
+        """The incremental walk (paper 3.4) from ``state`` on labels from ``source``;
+        clusters are recomputed every ``recluster-every`` hops, as in a Flower run. Returns
+        the walk and each clustering's diagnostics."""
+        if source not in LABEL_SOURCES:
+            raise ValueError(f"label source {source!r}; expected one of {list(LABEL_SOURCES)}")
+        visits = self.order(self.cfg.incremental_hops, self.cfg.seed + 1)
+        every = (self.cfg.recluster_every or len(visits)) if source == "clusters" \
+            else len(visits)
+        walked = Walked(state, {}, 0, [])
+        clusterings = []
+        for first in range(0, len(visits), every):
+            labels = {"clusters": self.clusters, "truth": lambda _: self.truth(),
+                      "local": lambda _: Labels("local")}[source](walked.state)
+            if labels.summary:
+                clusterings.append(labels.summary)
+            part = self.walk(walked.state, visits[first:first + every], labels, first,
+                             f"incremental ({source})")
+            walked = Walked(part.state, {**walked.copies, **part.copies},
+                            walked.images + part.images, walked.hops + part.hops)
+        return walked, clusterings
+
+    def banks(self, state: State) -> dict[int, np.ndarray]:
+        """Every node's memory bank, rounded as it would travel (``feature-dtype``)."""
+        return {c: wire_features(memory_bank(self.nodes[c], self.cfg, self.weights, state),
+                                 self.cfg.feature_dtype).astype(np.float32)
+                for c in self.cameras}
+
+    def clusters(self, state: State) -> Labels:
+        """Global classes from the distributed protocol, with diagnostics against the true
+        identities (read for the diagnostics only)."""
+        self.progress("clustering: memory banks and the distributed protocol")
+        result, rounds = cluster_distributed(self.banks(state), self.cfg.alpha,
+                                             reach=self.cfg.flood_reach,
+                                             max_distance=self.cfg.max_distance)
+        summary = {"edges_mutual": result.edges_mutual, "edges_kept": result.edges_kept,
+                   "clusters": result.clusters, "rounds": len(rounds)}
+        truth = ground_truth(self.partitions, result.ids)
+        if truth is not None:
+            mutual = cluster_scores(graph_clusters(Pairs(*result.mutual_edges.T),
+                                                   result.ids.total), truth)
+            summary.update(cluster_scores(result.cluster_of, truth),
+                           mutual_top1_precision=mutual["precision"],
+                           mutual_top1_recall=mutual["recall"])
+        _, flat = np.unique(result.cluster_of, return_inverse=True)
+        return Labels("clusters", result.ids.split(flat.astype(np.int64)),
+                      int(flat.max()) + 1, summary)
+
+    def truth(self) -> Labels:
+        """The oracle: each tracklet's true identity as its global class."""
+        ids = GlobalIds.from_sizes({c: load_node(self.nodes[c]).num_classes
+                                    for c in self.cameras})
+        truth = ground_truth(self.partitions, ids)
+        if truth is None or (truth < 0).any():
+            raise DatasetError(f"{self.partitions} holds no true identity for every training "
+                             "tracklet (train_identities.csv): the oracle needs them")
+        _, flat = np.unique(truth, return_inverse=True)
+        return Labels("truth", ids.split(flat.astype(np.int64)), int(flat.max()) + 1,
+                      {"clusters": int(flat.max()) + 1})
+
+
+def _eta(elapsed: float, done: int, total: int) -> str:
+    left = elapsed / done * (total - done)
+    return f"{int(left // 60)}m{int(left % 60):02d}s"

@@ -1,0 +1,134 @@
+"""``python -m dmnreid.experiments`` on a tiny network: files, columns, labels, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dmnreid.config import ConfigError
+from dmnreid.data_prep.records import DatasetError
+from dmnreid.experiments import driver
+from dmnreid.experiments.ablation import ROWS
+from dmnreid.experiments.cli import main
+from dmnreid.experiments.driver import Network
+from dmnreid.experiments.settings import parse_overrides, run_config
+from tests.conftest import EXPERIMENT, EXPERIMENT_CONFIG
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(experiment_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DMNREID_CACHE", str(experiment_cache))
+
+
+def test_run_config_takes_flower_syntax_and_refuses_unknown_keys(tmp_path: Path):
+    assert parse_overrides(['alpha=2 dataset=market1501 arch="resnet50"', "seed=4"]) == {
+        "alpha": 2, "dataset": "market1501", "arch": "resnet50", "seed": 4}
+    file = tmp_path / "settings.toml"
+    file.write_text('walk-hops = 3\nbn-mode = "shared"\n')
+    cfg = run_config([str(file)], eval_mode="server")
+    assert (cfg.walk_hops, cfg.bn_mode, cfg.eval_mode) == (3, "shared", "server")
+    with pytest.raises(ConfigError, match="unknown run-config key"):
+        run_config(["walk_hops=3"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_overrides(["alpha"])
+    with pytest.raises(ConfigError, match="no such file"):
+        parse_overrides([str(tmp_path / "absent.toml")])
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_only_the_oracle_reads_the_true_identities(monkeypatch: pytest.MonkeyPatch):
+    """The clusters and the control walk do not change when the true identities are
+    unreadable; the oracle's classes are exactly the true identities, and without them it
+    stops with an error naming the file."""
+    network = Network(run_config([EXPERIMENT_CONFIG, "style-transfer=false"]))
+    start = network.initial_state()
+    with_truth = {s: network.incremental(start, s)[0].state for s in ("clusters", "local")}
+
+    oracle = network.truth()
+    table = pd.read_csv(network.partitions / "evaluator" / "train_identities.csv")
+    for camera, rows in table.groupby("camera"):
+        classes = oracle.classes[int(camera)][rows["label"].to_numpy()]
+        pids = rows["pid"].to_numpy()
+        assert all(len(set(pids[classes == c])) == 1 for c in set(classes))  # one pid each
+    assert oracle.num_classes == table["pid"].nunique()
+
+    monkeypatch.setattr(driver, "ground_truth", lambda *_: None)
+    for source, state in with_truth.items():
+        assert _states_equal(network.incremental(start, source)[0].state, state), source
+    with pytest.raises(DatasetError, match=r"train_identities\.csv"):
+        network.truth()
+
+
+def test_ablation_writes_its_tables_and_continues_after_an_interruption(tmp_path: Path):
+    out = tmp_path / "ablation"
+    common = ["ablation", "--run-config", EXPERIMENT_CONFIG, "--seeds", "0", "--bn-modes", "camera",
+              "--out", str(out)]
+    assert main([*common, "--rows", "baseline,rw"]) == 0  # "interrupted" after two rows
+    finished = {row: (out / "runs" / "camera" / "seed-0" / row / "result.json").stat().st_mtime
+                for row in ("baseline", "rw")}
+    assert main(common) == 0
+    for row, mtime in finished.items():  # not redone
+        assert (out / "runs" / "camera" / "seed-0" / row / "result.json").stat().st_mtime == mtime
+
+    runs = pd.read_csv(out / "ablation_runs.csv")
+    assert list(runs["row"]) == list(ROWS)
+    assert {"rank1", "rank5", "rank10", "mAP", "labels", "seed", "bn-mode"} <= set(runs)
+    assert dict(zip(runs["row"], runs["labels"], strict=True)) == {
+        "baseline": "none", "rw": "local", "rw+t": "local", "rw+t+i": "clusters",
+        "control": "local", "oracle": "truth", "upper-bound": "truth"}
+    summary = pd.read_csv(out / "ablation.csv")
+    assert {"row", "bn-mode", "mAP", "mAP_std", "seeds"} <= set(summary)
+    assert "paper-mAP" not in summary  # synthetic data: the paper has no figures for it
+    assert "| rw+t+i |" in (out / "ablation.md").read_text().replace("| camera ", "")
+    assert (out / "ablation.png").stat().st_size > 0
+
+    results = {row: json.loads((out / "runs" / "camera" / "seed-0" / row / "result.json")
+                               .read_text()) for row in ROWS}
+    # the incremental rows train as many hops on top of rw+t; the upper bound sees as many
+    # images as rw+t+i (whole epochs over all cameras' images)
+    for row in ("rw+t+i", "control", "oracle"):
+        assert results[row]["images"] > results["rw+t"]["images"]
+    assert results["control"]["images"] == results["rw+t+i"]["images"]
+    upper = results["upper-bound"]
+    assert upper["budget"] == results["rw+t+i"]["images"]
+    assert abs(upper["images"] - upper["budget"]) <= upper["images"] / upper["epochs"]
+    assert results["rw+t+i"]["clusterings"][0]["clusters"] > 0
+    assert results["oracle"]["clusterings"][0]["clusters"] == EXPERIMENT["synthetic-train-ids"]
+
+
+def test_alpha_sweep_and_unification_tables(tmp_path: Path, unification_out: Path):
+    common = ["--run-config", EXPERIMENT_CONFIG, "--seeds", "0"]
+    out = tmp_path / "sweep"
+    assert main(["alpha-sweep", *common, "--alphas", "0,1", "--out", str(out)]) == 0
+    sweep = pd.read_csv(out / "alpha.csv")
+    assert list(sweep["alpha"]) == [0, 1]
+    assert {"clusters", "true_ids", "precision", "recall", "nmi", "mAP"} <= set(sweep)
+    assert (sweep["clusters"] >= 1).all() and sweep["nmi"].between(0, 1).all()
+    assert (out / "alpha.png").stat().st_size > 0
+
+    out = unification_out
+    rows = pd.read_csv(out / "unification_runs.csv")
+    picks = rows[rows["strategy"] == "pick-one"]
+    assert len(picks) == picks["camera"].nunique() >= 2  # every visited camera's copy
+    assert picks["seeded-pick"].sum() == 1 and (rows["strategy"] == "average").sum() == 1
+    summary = pd.read_csv(out / "unification.csv")
+    pick = summary[summary["strategy"] == "pick-one"].iloc[0]
+    assert pick["mAP-worst"] <= pick["mAP"] <= pick["mAP-best"]
+    assert np.isclose(pick["mAP"], picks["mAP"].mean())
+    assert (out / "unification.png").stat().st_size > 0
+
+
+def test_a_bad_option_names_the_problem(capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit):
+        main(["ablation", "--bogus"])
+    assert "--bogus" in capsys.readouterr().err
+    assert main(["ablation", "--rows", "rw,everything"]) == 2
+    assert "error: --rows 'rw,everything': expected some of" in capsys.readouterr().err
