@@ -26,6 +26,7 @@ import torch
 from dmnreid.config import ConfigError, RunConfig
 from dmnreid.data_prep.partition import load_node, read_partition
 from dmnreid.data_prep.records import DatasetError
+from dmnreid.experiments.settings import configured
 from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import Pairs, cluster_distributed
 from dmnreid.memory.reference import GlobalIds
@@ -94,8 +95,7 @@ class Network:
         """This network under other settings (``style_transfer``, ``alpha``...): the same
         node folders, model and evaluator, so nothing is loaded twice."""
         other = copy.copy(self)
-        other.cfg = RunConfig.from_mapping({**self.cfg.to_mapping(),
-                                            **{RunConfig.key(k): v for k, v in changes.items()}})
+        other.cfg = configured(self.cfg, **changes)
         return other
 
     def initial_state(self) -> State:

@@ -108,10 +108,17 @@ def _joined(parts: Iterable[ItemFeatures]) -> ItemFeatures:
                                         for k in ("pids", "camids", "features")))
 
 
-def rank(cameras: Iterable[dict[str, ItemFeatures]]) -> dict[str, float]:
-    """CMC rank-1/5/10 and mAP over every camera's items, in item order."""
+def joined_splits(cameras: Iterable[dict[str, ItemFeatures]]
+                  ) -> tuple[ItemFeatures, ItemFeatures]:
+    """Every camera's query items and gallery items, each joined in item order."""
     cameras = list(cameras)
     query, gallery = (_joined(c[split] for c in cameras) for split in SPLITS)
+    return query, gallery
+
+
+def rank(cameras: Iterable[dict[str, ItemFeatures]]) -> dict[str, float]:
+    """CMC rank-1/5/10 and mAP over every camera's items, in item order."""
+    query, gallery = joined_splits(cameras)
     cmc, mean_ap = evaluate_rank(euclidean_distmat(query.features, gallery.features),
                                  query.pids, gallery.pids, query.camids, gallery.camids)
     return summarise_rank(cmc, mean_ap)

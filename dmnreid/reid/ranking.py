@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dmnreid.reid.evaluate import euclidean_distmat, evaluate_rank
-from dmnreid.reid.evaluator import SPLITS, ItemFeatures, _joined
+from dmnreid.reid.evaluator import ItemFeatures, joined_splits
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,7 @@ class Ranking:
     @classmethod
     def of(cls, cameras: Iterable[dict[str, ItemFeatures]]) -> Ranking:
         """From the per-camera features that ``Evaluator.embed`` (or the nodes) give."""
-        cameras = list(cameras)
-        query, gallery = (_joined(c[split] for c in cameras) for split in SPLITS)
+        query, gallery = joined_splits(cameras)
         return cls(query, gallery, euclidean_distmat(query.features, gallery.features))
 
     def cmc(self, max_rank: int = 50) -> tuple[np.ndarray, float]:
