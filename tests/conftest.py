@@ -14,6 +14,24 @@ from dmnreid.reid.model import build_model
 from dmnreid.reid.pretrain import torchvision_state
 from tests.flower_harness import FlowerLink
 
+# With pytest-xdist (``-n 2 --dist loadgroup``, README's test command) every module runs
+# whole on one worker: module fixtures (a deployed SuperLink, a synthetic network) are built
+# once. The modules that share the session's simulation SuperLink and its tiny run form one
+# group; the two long groups go first, one to each worker, and the other modules fill in.
+GROUPS = {"test_flower_deployment": "deployment", "test_flower_walk": "simulation",
+          "test_flower_faults": "simulation", "test_notebooks": "simulation"}
+FIRST = ("deployment", "simulation")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.stem
+        item.add_marker(pytest.mark.xdist_group(GROUPS.get(module, module)))
+    items.sort(key=lambda item: FIRST.index(GROUPS[item.path.stem])
+               if item.path.stem in GROUPS else len(FIRST))
+
+
 # The tiny Flower run: 3 cameras, small images, no pretrained weights; walk, clustering,
 # incremental walk, averaging unification; camera BN statistics, federated evaluation.
 CAMERAS = 3

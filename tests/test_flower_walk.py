@@ -279,22 +279,6 @@ def test_clustering_record(tiny_run):
         assert scores["memories"] == summary["memories"]
 
 
-def test_triangle_relation_beats_plain_mutual_top1_precision(link: FlowerLink, tmp_path: Path):
-    """On the synthetic data with meaningful features (a small stand-in pretraining), the
-    clusters the distributed protocol finds at alpha 1 are purer than plain mutual top-1's."""
-    config = {"synthetic-cameras": 4, "synthetic-train-ids": 40, "synthetic-test-ids": 10,
-              "source-ids": 80, "source-epochs": 4, "walk-hops": 8, "local-epochs": 1,
-              "incremental-hops": 1, "eval-every": 8, "alpha": 1, "style-transfer": False,
-              "output-dir": str(tmp_path), "run-name": "triangle"}
-    run_id, log = link.start_run(config, supernodes=4)
-    assert link.wait(run_id) == "finished:completed", log[-3000:]
-    summary = json.loads(next(tmp_path.glob("*-triangle/clustering.json")).read_text())
-    triangle, mutual = summary["diagnostics"]["triangle"], summary["diagnostics"]["mutual_top1"]
-    assert 0 < summary["edges_kept"] < summary["edges_mutual"]  # the filter removed edges
-    assert triangle["pairs_predicted"] > 0  # not the empty-clustering convention
-    assert triangle["precision"] > mutual["precision"]
-
-
 def test_the_in_process_driver_scores_what_the_flower_run_scored(
         tiny_run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """The experiments' driver, given the tiny run's settings and node folders, walks to the
