@@ -14,22 +14,20 @@ from dmnreid.reid.model import build_model
 from dmnreid.reid.pretrain import torchvision_state
 from tests.flower_harness import FlowerLink
 
-# With pytest-xdist (``-n 2 --dist loadgroup``, README's test command) every module runs
-# whole on one worker: module fixtures (a deployed SuperLink, a synthetic network) are built
-# once. The modules that share the session's simulation SuperLink and its tiny run form one
-# group; the two long groups go first, one to each worker, and the other modules fill in.
-GROUPS = {"test_flower_deployment": "deployment", "test_flower_walk": "simulation",
-          "test_flower_faults": "simulation", "test_notebooks": "simulation"}
-FIRST = ("deployment", "simulation")
+# With pytest-xdist (README's test command: ``-n 2``, and ``--dist loadfile`` from
+# pyproject.toml) each module runs whole on one worker, so module fixtures (a deployed
+# SuperLink, a synthetic network) are built once. The two longest parts go first, one to each
+# worker: the deployment module, and the modules that share the session's simulation SuperLink
+# and its tiny run (xdist hands a worker its next module only when its current one is nearly
+# done, so these follow each other on the worker that built the tiny run while the other
+# worker is still in the deployment module).
+LONG_FIRST = ("test_flower_deployment", "test_flower_faults", "test_flower_walk",
+              "test_notebooks")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        module = item.path.stem
-        item.add_marker(pytest.mark.xdist_group(GROUPS.get(module, module)))
-    items.sort(key=lambda item: FIRST.index(GROUPS[item.path.stem])
-               if item.path.stem in GROUPS else len(FIRST))
+    items.sort(key=lambda item: LONG_FIRST.index(item.path.stem)
+               if item.path.stem in LONG_FIRST else len(LONG_FIRST))
 
 
 # The tiny Flower run: 3 cameras, small images, no pretrained weights; walk, clustering,
