@@ -14,22 +14,6 @@ from dmnreid.reid.model import build_model
 from dmnreid.reid.pretrain import torchvision_state
 from tests.flower_harness import FlowerLink
 
-# With pytest-xdist (README's test command: ``-n 2``, and ``--dist loadfile`` from
-# pyproject.toml) each module runs whole on one worker, so module fixtures (a deployed
-# SuperLink, a synthetic network) are built once. The two longest parts go first, one to each
-# worker: the deployment module, and the modules that share the session's simulation SuperLink
-# and its tiny run (xdist hands a worker its next module only when its current one is nearly
-# done, so these follow each other on the worker that built the tiny run while the other
-# worker is still in the deployment module).
-LONG_FIRST = ("test_flower_deployment", "test_flower_faults", "test_flower_walk",
-              "test_notebooks")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: LONG_FIRST.index(item.path.stem)
-               if item.path.stem in LONG_FIRST else len(LONG_FIRST))
-
-
 # The tiny Flower run: 3 cameras, small images, no pretrained weights; walk, clustering,
 # incremental walk, averaging unification; camera BN statistics, federated evaluation.
 CAMERAS = 3
