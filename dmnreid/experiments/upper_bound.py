@@ -46,7 +46,8 @@ def train_upper_bound(network: Network, budget: int) -> tuple[State, dict]:
     stats = train_local(model, images, labels, TrainConfig(
         epochs=epochs, batch_size=cfg.batch_size, lr_head=cfg.lr_head,
         lr_backbone=cfg.lr_backbone, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-        seed=cfg.seed))
+        seed=cfg.seed), on_epoch=lambda epoch, running: network.progress(
+            f"upper bound: epoch {epoch + 1}/{epochs}, loss {running.loss:.3f}"))
     return walking_state(model, cfg.freeze_stem, cfg.bn_mode), {
         "images": stats.images, "epochs": epochs, "identities": identities,
         "budget": budget, "loss": stats.loss}
