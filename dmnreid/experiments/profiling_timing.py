@@ -7,6 +7,7 @@ dataset or weights file is needed. Every measurement is repeated after one warm-
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import time
@@ -153,7 +154,15 @@ def measure_modules(cfg: RunConfig, num_classes: int, repeats: int,
                        lr_backbone=cfg.lr_backbone, momentum=cfg.momentum,
                        weight_decay=cfg.weight_decay, seed=cfg.seed)
     progress(f"re-ID training, {repeats} step(s) of batch {cfg.batch_size}")
-    reid_training = repeated(lambda: train_local(model, batch, labels, step).seconds, repeats)
+    # every timed step starts from the same weights: steps on one random batch in a row can
+    # diverge (an untrained network at the head's learning rate), and timing needs none of it
+    start = copy.deepcopy(model.state_dict())
+
+    def training_step() -> float:
+        model.load_state_dict(start)
+        return train_local(model, batch, labels, step).seconds
+
+    reid_training = repeated(training_step, repeats)
     return [
         Timing("style transfer inference", "per image", 1, style_inference),
         Timing("re-ID inference", "per image", 1, reid_inference),
