@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +162,13 @@ def style(msg: Message, context: Context) -> Message:
 def walk(msg: Message, context: Context) -> Message:
     """A hop of the first walk (local labels) or of the incremental walk (global classes)."""
     from dmnreid.checks import TrainingDiverged
-    from dmnreid.node import Targets, save_model_copy, walk_hop
+    from dmnreid.node import (
+        Targets,
+        load_local_head,
+        save_local_head,
+        save_model_copy,
+        walk_hop,
+    )
 
     cfg = _run_config(msg)
     config = _config(msg)
@@ -178,6 +185,10 @@ def walk(msg: Message, context: Context) -> Message:
             num_classes=_setting(msg, "num-classes"),
             head=record_state(head) if isinstance(head, ArrayRecord) else None,
         )
+    local_head = str(config.get("local-head", ""))  # FedAvg: this node's head, kept here
+    if local_head:
+        targets = replace(targets or Targets(), head=load_local_head(
+            directory, _setting(msg, "run-key", str), local_head))
     hop = _setting(msg, "hop")
     try:
         result = walk_hop(directory, cfg, _weights_file(msg, context),
@@ -186,6 +197,8 @@ def walk(msg: Message, context: Context) -> Message:
         return _reply(msg, {"diverged": 1, "diverged-step": err.step})
     if incremental:  # every node keeps its own copy for unification (paper 3.5)
         save_model_copy(directory, _setting(msg, "run-key", str), result.state)
+    if local_head:
+        save_local_head(directory, _setting(msg, "run-key", str), local_head, result.head)
     records = {WEIGHTS: state_record(result.state, cfg.transfer_dtype)}
     if targets is not None and cfg.incremental_head == "travel":
         records[HEAD] = state_record(result.head, cfg.transfer_dtype)

@@ -15,6 +15,7 @@ from typing import Any
 CHOICES = {
     "dataset": ("synthetic", "market1501", "dukemtmc", "msmt17", "mars", "devices"),
     "arch": ("resnet18", "resnet34", "resnet50"),
+    "walk_strategy": ("random-walk", "fedavg"),
     "walk_order": ("random", "permutation"),
     "bn_statistics": ("update", "frozen"),
     "bn_mode": ("shared", "camera"),
@@ -159,6 +160,7 @@ class RunConfig:
     style_identity_weight: float = 0.5
     style_pool_size: int = 50
     # random walk
+    walk_strategy: str = "random-walk"
     walk_order: str = "random"
     walk_hops: int = 18
     local_epochs: int = 2
@@ -224,6 +226,15 @@ class RunConfig:
         """``top1-max-distance`` as the clustering functions take it (0 = no limit)."""
         return self.top1_max_distance or None
 
+    def phase_steps(self, hops: int, cameras: int) -> int:
+        """Steps of a training phase given in hops (``walk-hops``, ``incremental-hops``,
+        ``recluster-every``): the hops themselves for the walk; for FedAvg (every camera
+        trains each round) rounds with about as many images seen, hops / cameras rounded,
+        at least one."""
+        if self.walk_strategy == "random-walk" or hops == 0:
+            return hops
+        return max(1, round(hops / cameras))
+
     def to_mapping(self) -> dict[str, Any]:
         return {self.key(k): v for k, v in asdict(self).items()}
 
@@ -261,6 +272,10 @@ class RunConfig:
                               "finished run, resume-from continues an unfinished one; set one")
         if self.evaluate_run and self.eval_mode == "none":
             raise ConfigError("evaluate-run with eval-mode = 'none' would score nothing")
+        if self.walk_strategy == "fedavg" and self.incremental_head == "travel":
+            raise ConfigError("walk-strategy = 'fedavg' with incremental-head = 'travel': under "
+                              "FedAvg every node keeps its own head (nothing to travel); use "
+                              "incremental-head = 'reinit'")
         if self.run_name and not RUN_NAME.fullmatch(self.run_name):
             raise ConfigError(f"run-name = {self.run_name!r}: use letters, digits, '.', '_' "
                               "and '-' only, not starting with '.' (it names a folder)")

@@ -133,11 +133,13 @@ GONE_CODES = {3, 4, 5}  # MESSAGE_UNAVAILABLE, REPLY_MESSAGE_UNAVAILABLE, NODE_U
 @dataclass
 class Answers:
     """One round's replies by camera, why each camera that gave none is missing, and which
-    of those are gone (no answer in time, or the node unavailable) rather than erring."""
+    of those are gone (no answer in time, or the node unavailable) rather than erring;
+    ``replies`` holds the messages whose content is in ``content``."""
 
     content: dict[int, RecordDict]
     missing: dict[int, str]
     gone: set[int] = field(default_factory=set)
+    replies: dict[int, Message] = field(default_factory=dict)
 
 
 def causes(missing: Mapping[int, str]) -> str:
@@ -157,6 +159,7 @@ def exchange(grid: Grid, messages: Mapping[int, Message], timeout: float) -> Ans
     camera_of_message = {m.metadata.message_id: c for c, m in pending}
     camera_of_node = {m.metadata.dst_node_id: c for c, m in pending}
     content: dict[int, RecordDict] = {}
+    answered: dict[int, Message] = {}
     missing: dict[int, str] = {}
     gone: set[int] = set()
     for reply in replies:
@@ -167,6 +170,7 @@ def exchange(grid: Grid, messages: Mapping[int, Message], timeout: float) -> Ans
         node = f"{messages[camera].metadata.dst_node_id} (camera {camera})"
         try:
             content[camera] = reply_content(reply, node)
+            answered[camera] = reply
         except NodeError as err:
             missing[camera] = str(err)
             if reply.has_error() and reply.error.code in GONE_CODES:
@@ -176,7 +180,7 @@ def exchange(grid: Grid, messages: Mapping[int, Message], timeout: float) -> Ans
             missing[camera] = (f"node {message.metadata.dst_node_id} did not answer within "
                                f"{timeout:g} s")
             gone.add(camera)
-    return Answers(content, missing, gone)
+    return Answers(content, missing, gone, answered)
 
 
 def ask_nodes(grid: Grid, nodes: Iterable[tuple[int, int]], message_type: str, config: dict,

@@ -18,7 +18,7 @@ from dmnreid.atomic import save_torch
 from dmnreid.checks import check_state
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import NodeData, load_node, read_test_tables
-from dmnreid.node_state import model_copy_path
+from dmnreid.node_state import local_head_path, model_copy_path
 from dmnreid.reid.camera_bn import estimate_bn_statistics
 from dmnreid.reid.evaluator import ItemFeatures, SplitFrames, embed_camera
 from dmnreid.reid.images import cached_decode
@@ -182,4 +182,18 @@ def load_model_copy(directory: Path, run_key: str) -> OrderedDict[str, torch.Ten
     path = model_copy_path(directory, run_key)
     if not path.is_file():
         raise FileNotFoundError(f"{directory.name} holds no model copy for run {run_key}")
+    return OrderedDict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def save_local_head(directory: Path, run_key: str, name: str,
+                    head: Mapping[str, torch.Tensor]) -> None:
+    save_torch(OrderedDict(head), local_head_path(directory, run_key, name))
+
+
+def load_local_head(directory: Path, run_key: str, name: str
+                    ) -> OrderedDict[str, torch.Tensor] | None:
+    """The head this node trained in the phase's last FedAvg round; None before its first."""
+    path = local_head_path(directory, run_key, name)
+    if not path.is_file():
+        return None
     return OrderedDict(torch.load(path, map_location="cpu", weights_only=True))

@@ -46,6 +46,13 @@ def model_copy_path(directory: Path, run_key: str) -> Path:
     return run_state_dir(directory, run_key) / "model.pt"
 
 
+def local_head_path(directory: Path, run_key: str, name: str) -> Path:
+    """Where a node keeps its own classifier head between FedAvg rounds (never sent)."""
+    if not name.replace("-", "").isalnum():
+        raise ValueError(f"bad local-head name {name!r}")
+    return run_state_dir(directory, run_key) / f"head-{name}.pt"
+
+
 def save_memory_bank(directory: Path, run_key: str, bank: np.ndarray) -> None:
     path = run_state_dir(directory, run_key) / "memory.npy"
     path.parent.mkdir(parents=True, exist_ok=True)

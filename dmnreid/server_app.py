@@ -49,10 +49,11 @@ from dmnreid.reid.model import (
 from dmnreid.reid.pretrain import ensure_source_weights
 from dmnreid.rounds import RoundsGrid, added
 from dmnreid.run_dir import REEVALUATIONS, WALKING_JSON, RunDir
+from dmnreid.strategies.camera_training import CameraFedAvg, CameraWalk, train_steps
 from dmnreid.strategies.clustering import cluster_phase
 from dmnreid.strategies.evaluation import evaluate_state
+from dmnreid.strategies.hops import Hop, SkippedHop, State
 from dmnreid.strategies.pretrained import distribute_weights
-from dmnreid.strategies.random_walk import Hop, SkippedHop, State, hop_order, walk
 from dmnreid.strategies.roster import Roster, camera_of_info, info_message
 from dmnreid.strategies.style import STYLE_JSON, style_phase
 from dmnreid.strategies.unification import average_states, pick_one
@@ -292,42 +293,54 @@ class Session:
             self.run.write_metrics(self.metrics)
 
 
-def walk_phase(session: Session, phase: str, state: State, order: list[int], start: int,
+def walk_phase(session: Session, phase: str, state: State, steps: int, seed: int, start: int,
                offset: int, payload=None, head: State | None = None,
                stop: int | None = None, head_like: State | None = None,
-               among: set[int] | None = None) -> tuple[State, State | None]:
-    """Run hops ``start..stop-1`` of a walk (the first, or the incremental one) with records,
-    checkpoints and evaluations; a travelling head must look like ``head_like``; only the
-    cameras ``among`` take part (all when None)."""
+               among: set[int] | None = None, clustering: int = 0) -> tuple[State, State | None]:
+    """Run steps ``start..stop-1`` of a ``steps``-step training phase (the walk, or the
+    incremental one after clustering ``clustering``; each with its own ``seed``) with
+    records, checkpoints and evaluations. A step is a hop of the walk or a round of FedAvg
+    (``walk-strategy``). A travelling head must look like ``head_like``; only the cameras
+    ``among`` take part (all when None)."""
     cfg, run = session.cfg, session.run
     server_stem = stem_digest(session.model)
+    step_name = "hop" if cfg.walk_strategy == "random-walk" else "round"
 
-    def after_hop(hop: Hop | SkippedHop, new_state: State, new_head: State | None) -> None:
-        if isinstance(hop, SkippedHop):
-            log(WARNING, "%s hop %d/%d camera %d skipped, the walk keeps the last good "
-                "weights: %s", phase, hop.hop + 1, len(order), hop.camera, hop.skipped)
-        elif hop.stem_digest != server_stem:
-            raise NodeError(f"camera {hop.camera} trained with a stem that differs from the "
-                            "server's: every node needs the same pretrained-weights file")
-        else:
-            log(INFO, "%s hop %d/%d camera %d: loss %.3f acc %.2f, %d images in %.1f s, "
-                "%.1f MB each way", phase, hop.hop + 1, len(order), hop.camera, hop.loss,
-                hop.accuracy, hop.images, hop.seconds, hop.bytes_sent / 1e6)
-        run.append("hops.jsonl", hop.__dict__)
+    def after_step(records: list[Hop | SkippedHop], new_state: State,
+                   new_head: State | None) -> None:
+        for hop in records:
+            if isinstance(hop, SkippedHop):
+                log(WARNING, "%s %s %d/%d camera %d skipped, the %s keeps the last good "
+                    "weights: %s", phase, step_name, hop.hop + 1, steps, hop.camera, phase,
+                    hop.skipped)
+            elif hop.stem_digest != server_stem:
+                raise NodeError(f"camera {hop.camera} trained with a stem that differs from "
+                                "the server's: every node needs the same pretrained-weights "
+                                "file")
+            else:
+                log(INFO, "%s %s %d/%d camera %d: loss %.3f acc %.2f, %d images in %.1f s, "
+                    "%.1f MB each way", phase, step_name, hop.hop + 1, steps, hop.camera,
+                    hop.loss, hop.accuracy, hop.images, hop.seconds, hop.bytes_sent / 1e6)
+            run.append("hops.jsonl", hop.__dict__)
         session.save_network()
-        done = hop.hop + 1
-        if done % cfg.eval_every == 0 and done < len(order):
+        done = records[0].hop + 1
+        if done % cfg.eval_every == 0 and done < steps:
             session.evaluate(new_state, phase, offset + done)
         run.save_checkpoint(new_state, {
-            "phase": phase, "hop": hop.hop, "lines": run.count_lines("hops.jsonl"),
+            "phase": phase, "hop": records[0].hop, "lines": run.count_lines("hops.jsonl"),
             "evaluations": run.count_lines("evaluations.jsonl")}, new_head)
 
     config = {**session.base_config, "phase": phase}
+    if cfg.walk_strategy == "fedavg":  # each node keeps its head for the phase's rounds
+        config["local-head"] = f"{phase}-{clustering}"
     with session.grid.phase(phase):
         session.roster.begin_phase(session.grid, phase)
-        return walk(session.grid, session.roster, state, order[:stop], start, config,
-                    cfg.hop_wait, after_hop, payload, head, head_like, among,
-                    cfg.transfer_dtype, cfg.seed)
+        strategy = CameraWalk(session.roster, cfg.walk_order, seed, among, payload) \
+            if cfg.walk_strategy == "random-walk" else \
+            CameraFedAvg(session.roster, among, payload)
+        return train_steps(session.grid, strategy, state, start,
+                           steps if stop is None else stop, config, cfg.hop_wait, after_step,
+                           head, head_like, cfg.transfer_dtype)
 
 
 def incremental_payload(session: Session, classes: dict[int, np.ndarray] | None):
@@ -480,19 +493,19 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
         log(INFO, "Resuming after %s hop %d", info["phase"], info["hop"] + 1)
     session.record("baseline", state, 0)
 
-    order = hop_order(len(roster.cameras), cfg.walk_hops, cfg.walk_order, cfg.seed)
+    cameras = len(roster.cameras)
+    walk_steps = cfg.phase_steps(cfg.walk_hops, cameras)
     if info.get("phase", "walk") == "walk":
         start = info["hop"] + 1 if info else 0
-        state, _ = walk_phase(session, "walk", state, order, start, 0)
-    session.record("walk", state, len(order))
+        state, _ = walk_phase(session, "walk", state, walk_steps, cfg.seed, start, 0)
+    session.record("walk", state, walk_steps)
 
     if cfg.incremental_hops > 0:
-        inc_order = hop_order(len(roster.cameras), cfg.incremental_hops, cfg.walk_order,
-                              cfg.seed + 1)
+        inc_steps = cfg.phase_steps(cfg.incremental_hops, cameras)
         start = info["hop"] + 1 if info.get("phase") == "incremental" else 0
-        every = cfg.recluster_every or len(inc_order)
-        for first in range(0, len(inc_order), every):
-            stop = min(first + every, len(inc_order))
+        every = cfg.phase_steps(cfg.recluster_every, cameras) or inc_steps
+        for first in range(0, inc_steps, every):
+            stop = min(first + every, inc_steps)
             if stop <= start:
                 continue
             classes = None
@@ -513,11 +526,12 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
             session.base_config["num-classes"] = num_classes
             head_like = new_head(session.model.feature_dim, num_classes).state_dict() \
                 if classes and cfg.incremental_head == "travel" else None
-            state, head = walk_phase(session, "incremental", state, inc_order,
-                                     max(start, first), len(order),
+            state, head = walk_phase(session, "incremental", state, inc_steps, cfg.seed + 1,
+                                     max(start, first), walk_steps,
                                      incremental_payload(session, classes), head, stop,
-                                     head_like, set(classes) if classes is not None else None)
-        hops = len(order) + len(inc_order)
+                                     head_like, set(classes) if classes is not None else None,
+                                     first)
+        hops = walk_steps + inc_steps
         session.record("incremental", state, hops)
         with grid.phase("unification"):
             state = unify_phase(session, state)

@@ -21,6 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+import tomli_w
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import read_partition
 from dmnreid.deploy.credentials import CA_CERT, make_node_key, make_tls
@@ -215,6 +222,22 @@ class FlowerLink:
 
     def stop_run(self, run_id: int) -> None:
         self._flwr("stop", str(run_id), timeout=60)
+
+
+def client_app_folder(folder: Path, name: str, source: str) -> Path:
+    """A Flower app folder: the project's ServerApp and configuration, with the ClientApp
+    ``app`` of a module written from ``source`` (the project's handlers behind a test mod)."""
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())
+    folder.mkdir(parents=True)
+    app = {"project": {"name": f"dmnreid-{name}", "version": "0.1.0", "dependencies": []},
+           "tool": {"flwr": {"app": {
+               "publisher": "dmnreid",
+               "components": {"serverapp": "dmnreid.server_app:app",
+                              "clientapp": f"{name}_client:app"},
+               "config": project["tool"]["flwr"]["app"]["config"]}}}}
+    (folder / "pyproject.toml").write_text(tomli_w.dumps(app))
+    (folder / f"{name}_client.py").write_text(source)
+    return folder
 
 
 def camera_network(root: Path, run_config: dict[str, object]) -> dict:

@@ -146,3 +146,28 @@ def test_a_bad_option_names_the_problem(capsys: pytest.CaptureFixture):
     assert "--bogus" in capsys.readouterr().err
     assert main(["ablation", "--rows", "rw,everything"]) == 2
     assert "error: --rows 'rw,everything': expected some of" in capsys.readouterr().err
+
+
+def test_ablation_compares_the_walk_with_fedavg(tmp_path: Path):
+    """--walk-strategies random-walk,fedavg: the rows that walk also run with FedAvg (every
+    camera each round), in their own folders, and strategies.csv compares them with costs."""
+    out = tmp_path / "strategies"
+    assert main(["ablation", "--run-config", EXPERIMENT_CONFIG, "--seeds", "0", "--bn-modes",
+                 "camera", "--rows", "baseline,rw", "--walk-strategies", "random-walk,fedavg",
+                 "--out", str(out)]) == 0
+    seed = out / "runs" / "camera" / "seed-0"
+    assert (seed / "fedavg" / "rw" / "result.json").is_file()
+    assert not (seed / "fedavg" / "baseline").exists()  # the same for both: run once
+    runs = pd.read_csv(out / "ablation_runs.csv")
+    assert sorted(zip(runs["row"], runs["walk-strategy"], strict=True)) == [
+        ("baseline", "random-walk"), ("rw", "fedavg"), ("rw", "random-walk")]
+    table = pd.read_csv(out / "strategies.csv").set_index("walk-strategy")
+    assert list(table["row"]) == ["rw", "rw"]
+    walk, fedavg = table.loc["random-walk"], table.loc["fedavg"]
+    # 2 walk hops over 3 cameras: the walk trains 2 nodes; FedAvg 1 round of all 3
+    assert fedavg["train-MB"] == pytest.approx(1.5 * walk["train-MB"])
+    assert walk["seconds"] > 0 and fedavg["deployed-seconds"] > 0
+    assert (table["seeds-timed"] == 1).all()
+    assert (out / "strategies.png").stat().st_size > 0
+    assert "rw" in (out / "ablation.md").read_text()  # the main table: the random walk's
+    assert "fedavg" not in (out / "ablation.md").read_text()

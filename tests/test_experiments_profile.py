@@ -19,7 +19,7 @@ from dmnreid.reid.model import build_model, walking_state
 from dmnreid.rounds import added, reply_counts, sent_counts
 from dmnreid.run_dir import RunDir
 from dmnreid.server_app import MESSAGES_JSON
-from dmnreid.strategies.random_walk import Hop, SkippedHop
+from dmnreid.strategies.hops import Hop, SkippedHop
 
 TINY = ["arch=resnet18", "image-height=32", "image-width=16", "style-height=32",
         "style-width=16", "style-generator-filters=4", "style-generator-blocks=1",

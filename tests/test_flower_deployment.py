@@ -23,7 +23,7 @@ import pytest
 from dmnreid.deploy.credentials import make_node_key
 from dmnreid.memory.reference import cluster_centralised
 from dmnreid.reid.model import build_model, walking_state, weights_digest
-from dmnreid.strategies.random_walk import hop_order
+from dmnreid.strategies.walk_strategy import hop_order
 from dmnreid.style.networks import ResnetGenerator
 from tests.flower_harness import FlowerLink, camera_network, deployed_link, start_device
 from tests.privacy import MESSAGE_TYPES, audit_entries, check_replies

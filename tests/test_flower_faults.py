@@ -16,13 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tomli_w
 import torch
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 from dmnreid.checks import non_finite
 from dmnreid.data_prep.partition import read_partition
@@ -31,7 +25,7 @@ from dmnreid.memory.reference import cluster_centralised
 from dmnreid.node_state import load_memory_bank
 from dmnreid.strategies.unification import pick_one
 from tests.conftest import started_link
-from tests.flower_harness import PROJECT, FlowerLink
+from tests.flower_harness import FlowerLink, client_app_folder
 
 CAMERAS = 3
 TINY = {
@@ -112,20 +106,9 @@ def read_lines(path: Path) -> list[dict]:
 def faulty_app(folder: Path, faults: dict[str, list[int]], received: Path,
                down: dict[str, list[int]] | None = None) -> Path:
     """A Flower app folder: the project's ServerApp, the faulty ClientApp, the same config."""
-    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())
-    folder.mkdir(parents=True)
     received.mkdir(parents=True)
-    app = {"project": {"name": "dmnreid-faulty", "version": "0.1.0", "dependencies": []},
-           "tool": {"flwr": {"app": {
-               "publisher": "dmnreid",
-               "components": {"serverapp": "dmnreid.server_app:app",
-                              "clientapp": "faulty_client:app"},
-               "config": project["tool"]["flwr"]["app"]["config"]}}}}
-    (folder / "pyproject.toml").write_text(tomli_w.dumps(app))
-    (folder / "faulty_client.py").write_text(
-        FAULTY_CLIENT.format(faults=json.dumps(faults), down=json.dumps(down or {}),
-                             received=str(received)))
-    return folder
+    return client_app_folder(folder, "faulty", FAULTY_CLIENT.format(
+        faults=json.dumps(faults), down=json.dumps(down or {}), received=str(received)))
 
 
 def test_a_diverging_walk_stops_with_the_last_good_checkpoint(link: FlowerLink, tmp_path: Path):

@@ -22,7 +22,7 @@ from dmnreid.data_prep.partition import read_partition
 from dmnreid.reid.camera_bn import state_bytes
 from dmnreid.reid.model import build_model, stem_digest, walking_state
 from dmnreid.server_app import reevaluate
-from dmnreid.strategies.random_walk import hop_order
+from dmnreid.strategies.walk_strategy import hop_order
 from dmnreid.style.networks import ResnetGenerator
 from tests.conftest import CAMERAS, TINY
 from tests.flower_harness import FlowerLink

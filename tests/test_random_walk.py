@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dmnreid.strategies.random_walk import hop_order
+from dmnreid.strategies.walk_strategy import hop_order
 
 
 @given(st.integers(2, 15), st.integers(0, 60), st.integers(0, 10**6))
@@ -36,7 +36,7 @@ def test_permutation_visits_each_node_once_per_cycle(nodes: int, cycles: int, se
 def test_seeds_differ_and_bad_input():
     assert hop_order(6, 20, "random", 0) != hop_order(6, 20, "random", 1)
     assert hop_order(1, 3, "random", 0) == [0, 0, 0]
-    with pytest.raises(ValueError, match="walk-order"):
+    with pytest.raises(ValueError, match="walk order 'spiral'"):
         hop_order(3, 3, "spiral", 0)
     with pytest.raises(ValueError):
         hop_order(0, 3, "random", 0)

@@ -10,11 +10,17 @@ over seeds, with three rows that show where the headroom is.
 
 Only ``oracle`` and ``upper-bound`` read true identities for training; every other row uses
 what a Flower run's nodes have (``labels`` in each result says which).
+
+``--walk-strategies random-walk,fedavg`` also trains the rows that walk (rw, rw+t, rw+t+i,
+control, oracle) with FedAvg over the cameras, and writes the comparison (``strategies``):
+mAP, bytes of the training messages, wall time here and the training time a deployment
+would take.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 
 import pandas as pd
@@ -37,6 +43,10 @@ ROWS = ("baseline", "rw", "rw+t", "rw+t+i", "control", "oracle", "upper-bound")
 INCREMENTAL = {"rw+t+i": "clusters", "control": "local", "oracle": "truth"}
 BN_MODES = ("shared", "camera")
 LABELS = {"baseline": "none", "rw": "local", "rw+t": "local", "upper-bound": "truth"}
+STRATEGIES = ("random-walk", "fedavg")
+WALKING_ROWS = ("rw", "rw+t", "rw+t+i", "control", "oracle")  # the rows a strategy changes
+COMPARED = ("rw", "rw+t", "rw+t+i")
+COSTS = ("train-MB", "seconds", "deployed-seconds")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated bn-mode values (default shared,camera)")
     parser.add_argument("--rows", default=",".join(ROWS),
                         help=f"comma-separated rows to run (default all: {','.join(ROWS)})")
+    parser.add_argument("--walk-strategies", default="random-walk",
+                        help="comma-separated walk-strategy values (default random-walk); "
+                             "with fedavg, the rows that walk are also trained with FedAvg "
+                             "and compared (strategies.csv/md/png)")
 
 
 def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -61,8 +75,11 @@ class SeedRun:
 
     def __init__(self, cfg: RunConfig, store: Store, say: Callable[[str], None]) -> None:
         self.cfg, self.store, self.say = cfg, store, say
-        self.where = (cfg.bn_mode, f"seed-{cfg.seed}")
+        self.where: tuple[str, ...] = (cfg.bn_mode, f"seed-{cfg.seed}")
+        if cfg.walk_strategy != "random-walk":
+            self.where += (cfg.walk_strategy,)
         self._network: Network | None = None
+        self._nested = 0.0  # seconds spent in rows run from inside another row
 
     def network(self, style: bool, **changes: object) -> Network:
         """The network with or without style transfer (and other ``changes``)."""
@@ -74,11 +91,18 @@ class SeedRun:
         done = self.store.result(*self.where, name)
         if done is not None:
             self.say(f"{name}: done before (mAP {done['mAP']:.1f})")
-            return done
+            return {"walk-strategy": "random-walk", **done}  # runs from before the option
         self.say(f"{name}: starting")
+        before, start = self._nested, time.perf_counter()
         scores, extra = getattr(self, "_" + name.replace("+", "_").replace("-", "_"))()
+        elapsed = time.perf_counter() - start
+        own = elapsed - (self._nested - before)  # rows it had to run first are theirs
+        self._nested = before + elapsed
+        own += extra.pop("seconds-before", 0.0)
         result = {"row": name, "bn-mode": self.cfg.bn_mode, "seed": self.cfg.seed,
-                  "labels": INCREMENTAL.get(name) or LABELS[name], **scores, **extra}
+                  "walk-strategy": self.cfg.walk_strategy,
+                  "labels": INCREMENTAL.get(name) or LABELS[name], **scores, **extra,
+                  "seconds": own}
         self.say(f"{name}: mAP {result['mAP']:.1f}, rank-1 {result['rank1']:.1f}")
         return self.store.save_result(result, *self.where, name)
 
@@ -86,17 +110,24 @@ class SeedRun:
         network = self.network(False)
         return network.score(network.initial_state()), {}
 
+    @staticmethod
+    def costs(network: Network, walked: Walked) -> dict:
+        """Images seen, bytes of the training messages (weights out and back, per node
+        trained) and the training time a deployment would take."""
+        return {"images": walked.images, "deployed-seconds": walked.deployed_seconds(),
+                "train-MB": 2 * len(walked.hops) * network.wire_bytes(walked.state) / 1e6}
+
     def _rw(self) -> tuple[dict, dict]:
         network = self.network(False)
         walked = network.first_walk(network.initial_state())
-        return network.score(walked.state), {"images": walked.images}
+        return network.score(walked.state), self.costs(network, walked)
 
     def _rw_t(self) -> tuple[dict, dict]:
         network = self.network(True)
         style = network.style(self.store.folder(*self.where, "rw+t") / "style_grid.png")
         walked = network.first_walk(network.initial_state())
         self.store.save_state(walked.state, *self.where, "rw+t")
-        return network.score(walked.state), {"images": walked.images, "style": style}
+        return network.score(walked.state), {**self.costs(network, walked), "style": style}
 
     def walked_with_style(self) -> tuple[dict, dict]:
         """rw+t's result and weights (run now if its folder has none)."""
@@ -114,8 +145,10 @@ class SeedRun:
         start, state = self.walked_with_style()
         network = self.network(True, **changes)
         walked, clusterings = network.incremental(state, source)
-        return network, walked, {"images": start["images"] + walked.images,
-                                 "clusterings": clusterings}
+        costs = {key: start.get(key, float("nan")) + value  # rw+t's part, then this walk's
+                 for key, value in self.costs(network, walked).items()}
+        return network, walked, {**costs, "clusterings": clusterings,
+                                 "seconds-before": start.get("seconds", float("nan"))}
 
     def _incremental(self, source: str) -> tuple[dict, dict]:
         network, walked, extra = self.incremental(source)
@@ -149,28 +182,63 @@ def run(args: argparse.Namespace) -> int:
     base = run_config(args.run_config, eval_mode="server")
     bn_modes = _choices(args.bn_modes, BN_MODES, "--bn-modes")
     rows = _choices(args.rows, ROWS, "--rows")
+    strategies = _choices(args.walk_strategies, STRATEGIES, "--walk-strategies")
     store, printer = Store(args.out / "runs"), progress_printer("ablation")
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for bn_mode in bn_modes:
         for seed in seeds(args.seeds):
-            cfg = configured(base, bn_mode=bn_mode, seed=seed)
-            seed_run = SeedRun(cfg, store, printer(f"bn={bn_mode} seed={seed}"))
-            results += [seed_run.row(row) for row in rows]
+            for strategy in strategies:
+                cfg = configured(base, bn_mode=bn_mode, seed=seed, walk_strategy=strategy)
+                seed_run = SeedRun(cfg, store, printer(
+                    f"bn={bn_mode} seed={seed}" + ("" if strategy == "random-walk"
+                                                   else f" {strategy}")))
+                results += [seed_run.row(row) for row in rows
+                            if strategy == "random-walk" or row in WALKING_ROWS]
     frame = results_frame(results)
+    frame.drop(columns=[c for c in ("style", "clusterings") if c in frame]).to_csv(
+        args.out / "ablation_runs.csv", index=False)
+    if len(strategies) > 1:
+        print(compare_strategies(frame, base, args.out))
+    frame = frame[frame["walk-strategy"] == strategies[0]]
     summary = tables.summarise(frame, ["bn-mode", "row"])
     summary[["bn-mode", "row"]] = summary[["bn-mode", "row"]].astype(str)
     paper = paper_rows(base.dataset)
     if paper is not None:
         summary = summary.merge(paper, on="row", how="left")
-    frame.drop(columns=[c for c in ("style", "clusterings") if c in frame]).to_csv(
-        args.out / "ablation_runs.csv", index=False)
     text = tables.write(summary, args.out, "ablation", title="Ablation (paper Table 1)",
                         notes=_notes(base, frame))
     plots.grouped_bars(summary, "row", "bn-mode", "mAP", args.out / "ablation.png",
                        "mAP by stage (mean ± std over seeds)")
     print(text)
     return 0
+
+
+def compare_strategies(frame: pd.DataFrame, cfg: RunConfig, out) -> str:
+    """``strategies.csv/md/png``: each walk-strategy's rw, rw+t and rw+t+i, mean ± std over
+    seeds, with their costs."""
+    compared = frame[frame["row"].isin(COMPARED)].copy()
+    for column in COSTS:
+        compared[column] = compared.get(column, float("nan"))
+    compared["row"] = compared["row"].astype(str)
+    summary = tables.summarise(compared, ["bn-mode", "row", "walk-strategy"],
+                               ("rank1", "mAP", *COSTS))
+    summary["bn-mode"] = summary["bn-mode"].astype(str)
+    summary["seeds-timed"] = compared.groupby(["bn-mode", "row", "walk-strategy"], sort=False,
+                                              observed=True)["seconds"].count().to_numpy()
+    plots.grouped_bars(summary.assign(stage=summary["bn-mode"] + " " + summary["row"]),
+                       "stage", "walk-strategy", "mAP", out / "strategies.png",
+                       "random walk vs FedAvg: mAP (mean ± std over seeds)")
+    return tables.write(summary, out, "strategies", ("rank1", "mAP", *COSTS),
+                        title="Random walk vs FedAvg", notes=(
+        f"{cfg.walk_hops} walk hops and {cfg.incremental_hops} incremental hops; FedAvg runs "
+        "round(hops / cameras) rounds of every camera, so both train about as many images. "
+        "train-MB: the weights out and back for every node trained (clustering messages, the "
+        "same for both, not counted); seconds: wall time in this process up to that stage "
+        "(rw+t includes training the CycleGANs, rw+t+i includes rw+t); deployed-seconds: the "
+        "training time a deployment would take (walk hops one after another, a FedAvg "
+        "round's nodes at once; messages and evaluations not counted). seeds-timed: seeds "
+        "whose costs were recorded (runs from before the costs were recorded have mAP only)."))
 
 
 def _notes(cfg: RunConfig, frame: pd.DataFrame) -> str:

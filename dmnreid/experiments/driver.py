@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from flwr.app import MetricRecord, RecordDict
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from dmnreid.config import ConfigError, RunConfig
 from dmnreid.data_prep.partition import load_node, read_partition
@@ -30,16 +32,17 @@ from dmnreid.experiments.settings import configured
 from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import Pairs, cluster_distributed
 from dmnreid.memory.reference import GlobalIds
-from dmnreid.messages import as_sent, wire_features
+from dmnreid.messages import METRICS, WEIGHTS, as_sent, state_record, wire_features
 from dmnreid.node import Targets, memory_bank, walk_hop
 from dmnreid.prepare import prepare_partitions
 from dmnreid.reid.evaluator import Evaluator
 from dmnreid.reid.model import ReidNet, build_model, load_walking_state, walking_state
 from dmnreid.server_app import pretrained_file
+from dmnreid.strategies.camera_training import aggregated_state
 from dmnreid.strategies.clustering import graph_clusters, ground_truth
 from dmnreid.strategies.evaluation import evaluate_state
-from dmnreid.strategies.random_walk import hop_order
 from dmnreid.strategies.style import held_out_images, mean_gaps, measure_gaps
+from dmnreid.strategies.walk_strategy import hop_order
 from dmnreid.style.node_transfer import trained_generator, transfer_style
 
 State = OrderedDict[str, torch.Tensor]
@@ -64,12 +67,21 @@ class Labels:
 
 @dataclass
 class Walked:
-    """A walk's end: the walking weights, each visited camera's last copy, images seen."""
+    """A walk's (or FedAvg's) end: the walking weights, each visited camera's last copy,
+    images seen, and one record per node trained (step, camera, loss, images, seconds)."""
 
     state: State
     copies: dict[int, State]
     images: int
     hops: list[dict]
+
+    def deployed_seconds(self) -> float:
+        """Training time a deployment would spend: the steps one after another, the nodes
+        of one step (a FedAvg round) at once; messages and evaluations not counted."""
+        longest: dict[int, float] = {}
+        for record in self.hops:
+            longest[record["hop"]] = max(longest.get(record["hop"], 0.0), record["seconds"])
+        return sum(longest.values())
 
 
 class Network:
@@ -100,6 +112,10 @@ class Network:
 
     def initial_state(self) -> State:
         return walking_state(self.model, self.cfg.freeze_stem, self.cfg.bn_mode)
+
+    def wire_bytes(self, state: State) -> int:
+        """Bytes of the walking weights in one message (``transfer-dtype``)."""
+        return sum(len(a.data) for a in state_record(state, self.cfg.transfer_dtype).values())
 
     def wire(self, state: State) -> State:
         """What a message would carry: the walking weights in ``transfer-dtype``."""
@@ -150,11 +166,50 @@ class Network:
             copies[camera] = state
             images += result.stats.images
             records.append({"hop": first_hop + done - 1, "camera": camera,
-                            "loss": result.stats.loss, "images": result.stats.images})
+                            "loss": result.stats.loss, "images": result.stats.images,
+                            "seconds": result.stats.seconds})
             self.progress(f"{what}: hop {done}/{len(visits)} camera {camera}, loss "
                           f"{result.stats.loss:.3f}, ETA "
                           f"{_eta(time.perf_counter() - start, done, len(visits))}")
         return Walked(state, copies, images, records)
+
+    def fedavg(self, state: State, rounds: int, labels: Labels | None = None,
+               first_round: int = 0, what: str = "walk") -> Walked:
+        """FedAvg rounds (``walk-strategy = "fedavg"``), numbered from ``first_round``: every
+        camera (with ``labels``, every labelled one) trains from the same weights with its
+        own head, kept across these rounds, and Flower's FedAvg aggregation averages the
+        walking layers weighted by images, as the server does."""
+        cameras = self.cameras if labels is None or labels.classes is None \
+            else sorted(labels.classes)
+        heads: dict[int, State] = {}
+        copies, images, records = {}, 0, []
+        start = time.perf_counter()
+        for done, step in enumerate(range(first_round, first_round + rounds), start=1):
+            replies = []
+            for camera in cameras:
+                targets = Targets(head=heads.get(camera))
+                if labels is not None and labels.classes is not None:
+                    targets = Targets(labels.classes[camera], labels.num_classes,
+                                      heads.get(camera))
+                result = walk_hop(self.nodes[camera], self.cfg, self.weights, self.wire(state),
+                                  step, targets)
+                heads[camera], copies[camera] = result.head, self.wire(result.state)
+                images += result.stats.images
+                records.append({"hop": step, "camera": camera, "loss": result.stats.loss,
+                                "images": result.stats.images,
+                                "seconds": result.stats.seconds})
+                replies.append(RecordDict({
+                    WEIGHTS: state_record(copies[camera]),
+                    METRICS: MetricRecord({"images": result.stats.images})}))
+            state = aggregated_state(aggregate_arrayrecords(replies, "images"), state)
+            self.progress(f"{what}: round {done}/{rounds}, loss "
+                          f"{np.mean([r['loss'] for r in records[-len(cameras):]]):.3f}, ETA "
+                          f"{_eta(time.perf_counter() - start, done, rounds)}")
+        return Walked(state, copies, images, records)
+
+    def steps(self, hops: int) -> int:
+        """A phase of ``hops`` hops in this network's walk-strategy's steps."""
+        return self.cfg.phase_steps(hops, len(self.cameras))
 
     def order(self, hops: int, seed: int) -> list[int]:
         """The cameras a walk of ``hops`` visits (the server's order for the same seed)."""
@@ -162,6 +217,8 @@ class Network:
                 for i in hop_order(len(self.cameras), hops, self.cfg.walk_order, seed)]
 
     def first_walk(self, state: State) -> Walked:
+        if self.cfg.walk_strategy == "fedavg":
+            return self.fedavg(state, self.steps(self.cfg.walk_hops))
         return self.walk(state, self.order(self.cfg.walk_hops, self.cfg.seed))
 
     def incremental(self, state: State, source: str) -> tuple[Walked, list[dict]]:
@@ -171,17 +228,20 @@ class Network:
         if source not in LABEL_SOURCES:
             raise ValueError(f"label source {source!r}; expected one of {list(LABEL_SOURCES)}")
         visits = self.order(self.cfg.incremental_hops, self.cfg.seed + 1)
-        every = (self.cfg.recluster_every or len(visits)) if source == "clusters" \
-            else len(visits)
+        steps = self.steps(self.cfg.incremental_hops)
+        every = (self.steps(self.cfg.recluster_every) or steps) if source == "clusters" \
+            else steps
         walked = Walked(state, {}, 0, [])
         clusterings = []
-        for first in range(0, len(visits), every):
+        for first in range(0, steps, every):
             labels = {"clusters": self.clusters, "truth": lambda _: self.truth(),
                       "local": lambda _: Labels("local")}[source](walked.state)
             if labels.summary:
                 clusterings.append(labels.summary)
-            part = self.walk(walked.state, visits[first:first + every], labels, first,
-                             f"incremental ({source})")
+            what = f"incremental ({source})"
+            part = self.fedavg(walked.state, min(every, steps - first), labels, first, what) \
+                if self.cfg.walk_strategy == "fedavg" else \
+                self.walk(walked.state, visits[first:first + every], labels, first, what)
             walked = Walked(part.state, {**walked.copies, **part.copies},
                             walked.images + part.images, walked.hops + part.hops)
         return walked, clusterings

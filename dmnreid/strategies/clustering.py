@@ -52,7 +52,7 @@ from dmnreid.messages import (
     wire_features,
 )
 from dmnreid.run_dir import RunDir
-from dmnreid.strategies.random_walk import State
+from dmnreid.strategies.hops import State
 
 MEMORY = "memory"
 

@@ -74,6 +74,10 @@ class Roster:
         return [(self.nodes[c], c) for c in self.cameras
                 if c not in self.out and (among is None or c in among)]
 
+    def camera_of(self, node: int) -> int:
+        """The camera whose node has this id now."""
+        return next(c for c, n in self.nodes.items() if n == node)
+
     def succeeded(self, camera: int) -> None:
         self.failures.pop(camera, None)
 

@@ -1,0 +1,97 @@
+"""What one node's training in a phase leaves on the server: its record (one line of
+hops.jsonl), the checks on its reply, and the failure that skips it. Shared by the random
+walk (one node per hop) and FedAvg (every node each round, one record each)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from flwr.app import Message
+
+from dmnreid.checks import StateError, check_state
+from dmnreid.messages import HEAD, WEIGHTS, message_bytes, metrics_of, record_state
+
+
+@dataclass(frozen=True)
+class Hop:
+    """The record of one hop, one line of hops.jsonl."""
+
+    phase: str
+    hop: int
+    node: int
+    camera: int
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+    num_classes: int
+    stem_digest: int
+    round_trip_seconds: float
+    bytes_sent: int
+    bytes_received: int
+    sent_digest: str
+
+
+@dataclass(frozen=True)
+class SkippedHop:
+    """A hop whose reply could not be used (one line of hops.jsonl, with its cause): the walk
+    kept the weights it had and went on."""
+
+    phase: str
+    hop: int
+    node: int
+    camera: int
+    skipped: str
+    round_trip_seconds: float
+    bytes_sent: int
+    bytes_received: int
+    sent_digest: str
+
+
+State = OrderedDict[str, torch.Tensor]
+HOP_METRICS = ("loss", "accuracy", "images", "seconds", "num-classes", "stem-digest")
+
+
+def state_digest(state: State) -> str:
+    """A short sha256 of the weights a hop sends: equal digests on two hops mean the walk
+    carried the same weights (e.g. across a skipped hop)."""
+    sha = hashlib.sha256()
+    for key, tensor in state.items():
+        sha.update(key.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return sha.hexdigest()[:16]
+
+
+def hop_record(phase: str, hop: int, node: int, camera: int, metrics: dict, reply: Message,
+               round_trip: float, sent: int, digest: str) -> Hop:
+    """The record of a hop whose reply passed :func:`checked_reply`."""
+    return Hop(
+        phase=phase, hop=hop, node=node, camera=camera, loss=float(metrics["loss"]),
+        accuracy=float(metrics["accuracy"]), images=int(metrics["images"]),
+        seconds=float(metrics["seconds"]), num_classes=int(metrics["num-classes"]),
+        stem_digest=int(metrics["stem-digest"]), round_trip_seconds=round_trip,
+        bytes_sent=sent, bytes_received=message_bytes(reply.content), sent_digest=digest)
+
+
+def checked_reply(reply: Message, state: State, head_like: State | None,
+                  what: str) -> tuple[State, State | None, dict]:
+    """The weights, head and metrics of a node's training reply, checked against what was
+    sent; a StateError says why they cannot be used."""
+    metrics = metrics_of(reply.content)
+    if int(metrics.get("diverged", 0)):
+        raise StateError(f"training diverged at step {int(metrics['diverged-step'])} (learning "
+                         "rates too high?); no weights sent")
+    missing = sorted(set(HOP_METRICS) - set(metrics))
+    if missing or WEIGHTS not in reply.content:
+        raise StateError(f"reply without {missing or [WEIGHTS]}")
+    new_state = record_state(reply.content[WEIGHTS])
+    check_state(new_state, f"{what} weights", like=state)
+    head = None
+    if HEAD in reply.content:
+        if head_like is None:
+            raise StateError("sent a classifier head that was not asked for")
+        head = record_state(reply.content[HEAD])
+        check_state(head, f"{what} head", like=head_like)
+    return new_state, head, metrics
