@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 
@@ -214,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def compare_strategies(frame: pd.DataFrame, cfg: RunConfig, out) -> str:
+def compare_strategies(frame: pd.DataFrame, cfg: RunConfig, out: Path) -> str:
     """``strategies.csv/md/png``: each walk-strategy's rw, rw+t and rw+t+i, mean ± std over
     seeds, with their costs."""
     compared = frame[frame["row"].isin(COMPARED)].copy()

@@ -33,7 +33,7 @@ from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import Pairs, cluster_distributed
 from dmnreid.memory.reference import GlobalIds
 from dmnreid.messages import METRICS, WEIGHTS, as_sent, state_record, wire_features
-from dmnreid.node import Targets, memory_bank, walk_hop
+from dmnreid.node import HopResult, Targets, memory_bank, walk_hop
 from dmnreid.prepare import prepare_partitions
 from dmnreid.reid.evaluator import Evaluator
 from dmnreid.reid.model import ReidNet, build_model, load_walking_state, walking_state
@@ -165,9 +165,7 @@ class Network:
             state, head = self.wire(result.state), result.head
             copies[camera] = state
             images += result.stats.images
-            records.append({"hop": first_hop + done - 1, "camera": camera,
-                            "loss": result.stats.loss, "images": result.stats.images,
-                            "seconds": result.stats.seconds})
+            records.append(_record(first_hop + done - 1, camera, result))
             self.progress(f"{what}: hop {done}/{len(visits)} camera {camera}, loss "
                           f"{result.stats.loss:.3f}, ETA "
                           f"{_eta(time.perf_counter() - start, done, len(visits))}")
@@ -185,19 +183,17 @@ class Network:
         copies, images, records = {}, 0, []
         start = time.perf_counter()
         for done, step in enumerate(range(first_round, first_round + rounds), start=1):
-            replies = []
+            replies, sent = [], self.wire(state)
             for camera in cameras:
                 targets = Targets(head=heads.get(camera))
                 if labels is not None and labels.classes is not None:
                     targets = Targets(labels.classes[camera], labels.num_classes,
                                       heads.get(camera))
-                result = walk_hop(self.nodes[camera], self.cfg, self.weights, self.wire(state),
-                                  step, targets)
+                result = walk_hop(self.nodes[camera], self.cfg, self.weights, sent, step,
+                                  targets)
                 heads[camera], copies[camera] = result.head, self.wire(result.state)
                 images += result.stats.images
-                records.append({"hop": step, "camera": camera, "loss": result.stats.loss,
-                                "images": result.stats.images,
-                                "seconds": result.stats.seconds})
+                records.append(_record(step, camera, result))
                 replies.append(RecordDict({
                     WEIGHTS: state_record(copies[camera]),
                     METRICS: MetricRecord({"images": result.stats.images})}))
@@ -283,6 +279,12 @@ class Network:
         _, flat = np.unique(truth, return_inverse=True)
         return Labels("truth", ids.split(flat.astype(np.int64)), int(flat.max()) + 1,
                       {"clusters": int(flat.max()) + 1})
+
+
+def _record(step: int, camera: int, result: HopResult) -> dict:
+    """One node's training in a walk or FedAvg round, as ``Walked.hops`` holds it."""
+    return {"hop": step, "camera": camera, "loss": result.stats.loss,
+            "images": result.stats.images, "seconds": result.stats.seconds}
 
 
 def _eta(elapsed: float, done: int, total: int) -> str:
