@@ -34,6 +34,7 @@ CHOICES = {
 MAX_SYNTHETIC_IDS = 9999
 MAX_IMAGE_SIDE = 1024
 RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ class RunConfig:
     node_retries: int = 1
     probe_interval: float = 30.0
     poll_interval: float = 0.5
+    device: str = "auto"
     transfer_dtype: str = "float16"
     feature_dtype: str = "float32"
     message_audit: str = ""
@@ -252,6 +254,9 @@ class RunConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"{self.key(name)} = {value!r}: must be {allowed}")
+        if not DEVICE.fullmatch(self.device):
+            raise ConfigError(f"device = {self.device!r}; expected 'auto' (a CUDA GPU where "
+                              "the machine has one, else the CPU), 'cpu', 'cuda' or 'cuda:N'")
         if self.bn_adapt_images == 1 or self.bn_adapt_images < 0:
             raise ConfigError(f"bn-adapt-images = {self.bn_adapt_images}: BN statistics need "
                               "at least 2 images (0 = all of a camera's images)")

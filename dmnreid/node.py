@@ -16,6 +16,7 @@ import torch
 
 from dmnreid.atomic import save_torch
 from dmnreid.checks import check_state
+from dmnreid.compute import resolve_device
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import NodeData, load_node, read_test_tables
 from dmnreid.node_state import local_head_path, model_copy_path
@@ -85,7 +86,8 @@ def own_statistics(model: ReidNet, images: torch.Tensor, cfg: RunConfig, seed: i
     """``bn-mode = "camera"``: BN statistics of this camera's images under the weights that
     just arrived (statistics of an earlier visit would describe other weights)."""
     if cfg.bn_mode == "camera":
-        estimate_bn_statistics(model, images, cfg.bn_adapt_images, seed)
+        estimate_bn_statistics(model, images, cfg.bn_adapt_images, seed,
+                               resolve_device(cfg.device))
 
 
 def check_classes(classes: np.ndarray, tracklets: int, num_classes: int) -> None:
@@ -127,7 +129,7 @@ def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
         epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr_head=cfg.lr_head,
         lr_backbone=cfg.lr_backbone, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
         seed=cfg.seed * 100_003 + hop,
-    ))
+    ), device=resolve_device(cfg.device))
     head = OrderedDict((k, v.detach().clone()) for k, v in model.head.state_dict().items())
     return HopResult(walking_state(model, cfg.freeze_stem, cfg.bn_mode), head, stats,
                      num_classes, digest)
@@ -150,7 +152,8 @@ def memory_bank(directory: Path, cfg: RunConfig, weights: Path | None,
     images, labels = training_images(data, cfg)
     model = _model(cfg, weights, 1, state)
     own_statistics(model, images, cfg, 0)
-    frames = torch.from_numpy(extract_features(model, images))
+    frames = torch.from_numpy(extract_features(model, images,
+                                               device=resolve_device(cfg.device)))
     bank = torch.zeros((data.num_classes, frames.shape[1]), dtype=torch.float64)
     bank.index_add_(0, labels, frames.double())
     bank = torch.nn.functional.normalize(bank, dim=1)
@@ -171,7 +174,7 @@ def embed_own_tests(directory: Path, cfg: RunConfig, weights: Path | None,
                                      cfg.image_width, directory / "cache", f"test-{split}")
               for split, table in tables.items()}
     return embed_camera(_model(cfg, weights, 1, state), frames["query"], frames["gallery"],
-                        cfg.bn_mode, cfg.bn_adapt_images)
+                        cfg.bn_mode, cfg.bn_adapt_images, resolve_device(cfg.device))
 
 
 def save_model_copy(directory: Path, run_key: str, state: Mapping[str, torch.Tensor]) -> None:

@@ -20,6 +20,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from dmnreid.checks import StateError, check_state
+from dmnreid.compute import resolve_device
 from dmnreid.config import ConfigError, RunConfig, defaults
 from dmnreid.data_prep.partition import read_partition
 from dmnreid.messages import (
@@ -65,9 +66,10 @@ ROUNDS_JSON = "rounds.json"
 MESSAGES_JSON = "messages.json"
 
 
-# how long to wait and how often to retry: a resumed run may need other values than it
-# started with (a slower link, a node known to be gone); they do not change what is trained
-OPERATIONAL = ("node-timeout", "hop-timeout", "node-retries", "probe-interval",
+# how long to wait, how often to retry, where to compute: a resumed run may need other values
+# than it started with (a slower link, a node known to be gone, a GPU); they do not change
+# what is trained
+OPERATIONAL = ("node-timeout", "hop-timeout", "node-retries", "probe-interval", "device",
                "poll-interval")
 
 
@@ -214,7 +216,8 @@ def node_settings(cfg: RunConfig, partitions: Path | None, run: RunDir,
 def server_evaluator(cfg: RunConfig, partitions: Path | None) -> Evaluator | None:
     """The server's copy of the test images, only when the server evaluates."""
     if cfg.eval_mode == "server" and partitions is not None:
-        return Evaluator(partitions, cfg.image_height, cfg.image_width)
+        return Evaluator(partitions, cfg.image_height, cfg.image_width,
+                         device=resolve_device(cfg.device))
     return None
 
 

@@ -105,3 +105,21 @@ def test_style_sizes_are_checked():
         RunConfig.from_mapping({"style-width": 30})
     with pytest.raises(ConfigError, match="style-height"):
         RunConfig.from_mapping({"style-height": 8})
+
+
+def _transfer_in_process(folder: str, iterations: int) -> dict:
+    return transfer_style(load_node(Path(folder)), replace(CFG, style_iterations=iterations))
+
+
+def test_two_processes_sharing_a_node_folder_train_its_cyclegan_once(parts: Path):
+    """Two runs on one cache (experiments side by side): one trains, the other waits for it
+    and reuses the result instead of training the same CycleGAN again."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    folder = str(parts / "camera-03")
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        results = list(pool.map(_transfer_in_process, [folder, folder], [9, 9]))
+    assert sorted(r.get("reused", 0) for r in results) == [0, 1]
+    trained = next(r for r in results if not r.get("reused"))
+    assert trained["iterations"] == 9 and trained["resumed-from"] == 0

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dmnreid.compute import device_name, resolve_device
 from dmnreid.config import ConfigError, RunConfig
 from dmnreid.experiments import plots, tables
 from dmnreid.experiments.driver import Network, Walked
@@ -103,7 +104,7 @@ class SeedRun:
         result = {"row": name, "bn-mode": self.cfg.bn_mode, "seed": self.cfg.seed,
                   "walk-strategy": self.cfg.walk_strategy,
                   "labels": INCREMENTAL.get(name) or LABELS[name], **scores, **extra,
-                  "seconds": own}
+                  "seconds": own, "device": device_name(resolve_device(self.cfg.device))}
         self.say(f"{name}: mAP {result['mAP']:.1f}, rank-1 {result['rank1']:.1f}")
         return self.store.save_result(result, *self.where, name)
 

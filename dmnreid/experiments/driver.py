@@ -25,6 +25,7 @@ import torch
 from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
+from dmnreid.compute import resolve_device
 from dmnreid.config import ConfigError, RunConfig
 from dmnreid.data_prep.partition import load_node, read_partition
 from dmnreid.data_prep.records import DatasetError
@@ -101,7 +102,8 @@ class Network:
                       for n in read_partition(partitions)["nodes"]}
         self.cameras = sorted(self.nodes)
         self.model: ReidNet = build_model(cfg.arch, self.weights, 1, cfg.freeze_stem)
-        self.evaluator = Evaluator(partitions, cfg.image_height, cfg.image_width)
+        self.evaluator = Evaluator(partitions, cfg.image_height, cfg.image_width,
+                                   device=resolve_device(cfg.device))
 
     def with_config(self, **changes: object) -> Network:
         """This network under other settings (``style_transfer``, ``alpha``...): the same

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from dmnreid.compute import resolve_device
 from dmnreid.config import ConfigError, RunConfig, defaults
 from dmnreid.data_prep.partition import read_partition
 from dmnreid.data_prep.records import DatasetError
@@ -88,12 +89,13 @@ def run(args: argparse.Namespace) -> int:
         measured = measured_sizes(recorded) if recorded and "3" in args.tables else []
         cameras = camera_tracklets(configs["configured"], recorded) \
             if "2" in args.tables else None
+        device = resolve_device(configs["configured"].device)
     except (ConfigError, DatasetError, FileNotFoundError) as err:
         print(f"profile: error: {err}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    host = machine()  # before the profile loads the machine itself
+    host = machine(device)  # before the profile loads the machine itself
     table2 = time_table(configs, round(mean(cameras[0].values())), args) if cameras else None
     table3 = size_table(configs, measured) if "3" in args.tables else None
     text = markdown_report(args, host, configs, cameras, table2, table3, recorded)

@@ -19,6 +19,7 @@ from statistics import median
 import numpy as np
 import torch
 
+from dmnreid.compute import device_name, resolve_device
 from dmnreid.config import RunConfig
 from dmnreid.reid.model import build_model
 from dmnreid.reid.train import TrainConfig, extract_features, train_local
@@ -49,8 +50,8 @@ class Timing:
         return median(self.seconds)
 
 
-def machine() -> dict[str, str]:
-    """What the timings were measured on; the node code runs on the CPU."""
+def machine(device: torch.device) -> dict[str, str]:
+    """What the timings were measured on."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu": _cpu_model(),
@@ -59,9 +60,8 @@ def machine() -> dict[str, str]:
         "load average": _load(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "device": "cpu",
-        "cuda": ("available, not used: the node code (style transfer, re-ID training and "
-                 "inference) runs on the CPU") if torch.cuda.is_available() else "not available",
+        "device": device_name(device),
+        "torch CUDA build": torch.version.cuda or "none (a CPU-only PyTorch)",
     }
 
 
@@ -121,7 +121,7 @@ def style_training(cfg: RunConfig, repeats: int) -> tuple[ResnetGenerator, list[
         steps = min(repeats - len(seconds), STEPS_PER_CALL - 1) + 1
         stamps.clear()
         generator, _ = train_cyclegan(own, target, replace(style, iterations=steps),
-                                      on_progress=stamp)
+                                      on_progress=stamp, device=resolve_device(cfg.device))
         if len(stamps) != steps:
             raise RuntimeError(f"train_cyclegan reported {len(stamps)} of {steps} steps: it no "
                                "longer reports every step of a short training")
@@ -140,13 +140,18 @@ def measure_modules(cfg: RunConfig, num_classes: int, repeats: int,
              f"{cfg.style_height}x{cfg.style_width}")
     generator, style_steps = style_training(cfg, repeats)
     one_style_image = random_images(1, cfg.style_height, cfg.style_width, cfg.seed)
-    progress("style transfer inference")
-    style_inference = repeated(lambda: translate(generator, one_style_image)[1], repeats)
+    device = resolve_device(cfg.device)
+    progress(f"style transfer inference on {device}")
+    generator.to(device)  # once: a node keeps its models where it computes
+    style_inference = repeated(
+        lambda: translate(generator, one_style_image, device=device)[1], repeats)
 
-    model = build_model(cfg.arch, None, num_classes, cfg.freeze_stem, cfg.bn_statistics)
+    model = build_model(cfg.arch, None, num_classes, cfg.freeze_stem,
+                        cfg.bn_statistics).to(device)
     one_image = random_images(1, cfg.image_height, cfg.image_width, cfg.seed)
     progress(f"re-ID inference ({cfg.arch} at {cfg.image_height}x{cfg.image_width})")
-    reid_inference = repeated(wall_seconds(lambda: extract_features(model, one_image)), repeats)
+    reid_inference = repeated(
+        wall_seconds(lambda: extract_features(model, one_image, device=device)), repeats)
     batch = random_images(cfg.batch_size, cfg.image_height, cfg.image_width, cfg.seed)
     labels = torch.randint(0, num_classes, (cfg.batch_size,),
                            generator=torch.Generator().manual_seed(cfg.seed))
@@ -160,7 +165,7 @@ def measure_modules(cfg: RunConfig, num_classes: int, repeats: int,
 
     def training_step() -> float:
         model.load_state_dict(start)
-        return train_local(model, batch, labels, step).seconds
+        return train_local(model, batch, labels, step, device=device).seconds
 
     reid_training = repeated(training_step, repeats)
     return [

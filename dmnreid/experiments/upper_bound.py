@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import torch
 
+from dmnreid.compute import resolve_device
 from dmnreid.data_prep.partition import load_node
 from dmnreid.experiments.driver import Network, State
 from dmnreid.node import training_images
@@ -47,7 +48,8 @@ def train_upper_bound(network: Network, budget: int) -> tuple[State, dict]:
         epochs=epochs, batch_size=cfg.batch_size, lr_head=cfg.lr_head,
         lr_backbone=cfg.lr_backbone, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
         seed=cfg.seed), on_epoch=lambda epoch, running: network.progress(
-            f"upper bound: epoch {epoch + 1}/{epochs}, loss {running.loss:.3f}"))
+            f"upper bound: epoch {epoch + 1}/{epochs}, loss {running.loss:.3f}"),
+        device=resolve_device(cfg.device))
     return walking_state(model, cfg.freeze_stem, cfg.bn_mode), {
         "images": stats.images, "epochs": epochs, "identities": identities,
         "budget": budget, "loss": stats.loss}

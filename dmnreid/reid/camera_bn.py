@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dmnreid.compute import CPU, on_device
 from dmnreid.reid.images import normalise
 
 BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
@@ -49,7 +50,7 @@ def adaptation_subset(count: int, max_images: int, seed: int = 0) -> np.ndarray:
 
 @torch.no_grad()
 def estimate_bn_statistics(model: nn.Module, images: torch.Tensor, max_images: int = 0,
-                           seed: int = 0) -> int:
+                           seed: int = 0, device: torch.device = CPU) -> int:
     """Replace every BN layer's running statistics by estimates on ``images`` (uint8), in place.
 
     Each layer's mean and variance are the averages over batches of ``ADAPT_BATCH`` images of
@@ -69,11 +70,12 @@ def estimate_bn_statistics(model: nn.Module, images: torch.Tensor, max_images: i
         layer.train()
     try:
         forward = model.features if hasattr(model, "features") else model
-        for begin in range(0, len(index), ADAPT_BATCH):
-            batch = index[begin:begin + ADAPT_BATCH]
-            if len(batch) < 2:  # a single image has no variance; the others suffice
-                continue
-            forward(normalise(images[torch.from_numpy(batch)]))
+        with on_device(model, device):
+            for begin in range(0, len(index), ADAPT_BATCH):
+                batch = index[begin:begin + ADAPT_BATCH]
+                if len(batch) < 2:  # a single image has no variance; the others suffice
+                    continue
+                forward(normalise(images[torch.from_numpy(batch)].to(device)))
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
@@ -83,8 +85,8 @@ def estimate_bn_statistics(model: nn.Module, images: torch.Tensor, max_images: i
 
 
 def adapted_copy(model: nn.Module, images: torch.Tensor, max_images: int = 0,
-                 seed: int = 0) -> nn.Module:
+                 seed: int = 0, device: torch.device = CPU) -> nn.Module:
     """A copy of ``model`` with BN statistics estimated on ``images``; ``model`` is untouched."""
     adapted = copy.deepcopy(model)
-    estimate_bn_statistics(adapted, images, max_images, seed)
+    estimate_bn_statistics(adapted, images, max_images, seed, device)
     return adapted

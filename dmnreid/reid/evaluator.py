@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dmnreid.compute import CPU
 from dmnreid.data_prep.partition import EVALUATOR_DIR
 from dmnreid.reid.camera_bn import adapted_copy
 from dmnreid.reid.evaluate import euclidean_distmat, evaluate_rank, pool_tracklet_features
@@ -76,26 +77,30 @@ class ItemFeatures:
                    features=parts["features"].astype(np.float32))
 
 
-def embed_items(model: ReidNet, frames: SplitFrames) -> ItemFeatures:
+def embed_items(model: ReidNet, frames: SplitFrames, device: torch.device = CPU
+                ) -> ItemFeatures:
     """L2-normalised frame features averaged per item, items in ascending order."""
     items, firsts, index = np.unique(frames.items, return_index=True, return_inverse=True)
     if len(items) == 0:
         features = np.zeros((0, model.feature_dim), dtype=np.float32)
     else:
-        features = pool_tracklet_features(extract_features(model, frames.images), index)
+        features = pool_tracklet_features(
+            extract_features(model, frames.images, device=device), index)
     return ItemFeatures(items, frames.pids[firsts], frames.camids[firsts], features)
 
 
 def embed_camera(model: ReidNet, query: SplitFrames, gallery: SplitFrames, bn_mode: str,
-                 adapt_images: int) -> dict[str, ItemFeatures]:
-    """One camera's query and gallery features.
+                 adapt_images: int, device: torch.device = CPU) -> dict[str, ItemFeatures]:
+    """One camera's query and gallery features, computed on ``device``.
 
     ``bn_mode = "camera"``: under BN statistics estimated on this camera's query and gallery
     images together (unlabeled: test-time adaptation); ``"shared"``: the model's own.
     """
     if bn_mode == "camera" and len(query.images) + len(gallery.images):
-        model = adapted_copy(model, torch.cat([query.images, gallery.images]), adapt_images)
-    return {"query": embed_items(model, query), "gallery": embed_items(model, gallery)}
+        model = adapted_copy(model, torch.cat([query.images, gallery.images]), adapt_images,
+                             device=device)
+    return {"query": embed_items(model, query, device),
+            "gallery": embed_items(model, gallery, device)}
 
 
 def _joined(parts: Iterable[ItemFeatures]) -> ItemFeatures:
@@ -128,7 +133,8 @@ class Evaluator:
     """The server's copy of the query and gallery images (``eval-mode = "server"``)."""
 
     def __init__(self, partition_dir: Path, height: int, width: int,
-                 progress: bool = False) -> None:
+                 progress: bool = False, device: torch.device = CPU) -> None:
+        self.device = device
         folder = partition_dir / EVALUATOR_DIR
         frames = {}
         for split in SPLITS:
@@ -141,7 +147,8 @@ class Evaluator:
 
     def embed(self, model: ReidNet, bn_mode: str, adapt_images: int
               ) -> dict[int, dict[str, ItemFeatures]]:
-        return {c: embed_camera(model, split["query"], split["gallery"], bn_mode, adapt_images)
+        return {c: embed_camera(model, split["query"], split["gallery"], bn_mode, adapt_images,
+                                self.device)
                 for c, split in self.cameras.items()}
 
     def evaluate(self, model: ReidNet, bn_mode: str = "shared",

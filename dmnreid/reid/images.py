@@ -65,8 +65,8 @@ def resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def normalise(batch: torch.Tensor) -> torch.Tensor:
     """uint8 (N,3,H,W) -> float, ImageNet-normalised."""
     x = batch.float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 

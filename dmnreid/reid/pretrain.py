@@ -15,10 +15,12 @@ from logging import INFO
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from flwr.common.logger import log
 
 from dmnreid.atomic import save_torch
 from dmnreid.cache import cache_home
+from dmnreid.compute import resolve_device
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.datasets import read_dataset
 from dmnreid.data_prep.synthetic import GENERATOR_VERSION, SyntheticConfig, generate
@@ -73,7 +75,7 @@ def pretrain_source(cfg: RunConfig, out: Path) -> TrainStats:
 
     stats = train_local(model, images, labels, TrainConfig(
         epochs=cfg.source_epochs, batch_size=64, lr_head=0.1, lr_backbone=0.05, seed=1),
-        on_epoch=progress)
+        on_epoch=progress, device=resolve_device(cfg.device))
     save_torch(torchvision_state(model), out)
     out.with_suffix(".json").write_text(json.dumps({
         "arch": cfg.arch, "source": syn.__dict__ | {"frames_per_tracklet":
@@ -86,6 +88,10 @@ def pretrain_source(cfg: RunConfig, out: Path) -> TrainStats:
 def ensure_source_weights(cfg: RunConfig) -> Path:
     """The cached stand-in weights for this arch and image size, trained on first use."""
     out = weights_path(cfg)
-    if not out.is_file():
-        pretrain_source(cfg, out)
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(out.with_suffix(".lock")):  # processes sharing the cache pretrain it once
+        if not out.is_file():
+            pretrain_source(cfg, out)
     return out

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from dmnreid.checks import TrainingDiverged, non_finite
+from dmnreid.compute import CPU, on_device
 from dmnreid.reid.images import augment, normalise, train_augmentation
 from dmnreid.reid.model import ReidNet
 
@@ -46,17 +47,25 @@ def make_optimizer(model: ReidNet, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def train_local(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
-                on_epoch: Callable[[int, TrainStats], None] | None = None) -> TrainStats:
+                on_epoch: Callable[[int, TrainStats], None] | None = None,
+                device: torch.device = CPU) -> TrainStats:
     """Train ``model`` in place on uint8 images with labels; returns mean loss and accuracy.
 
     ``on_epoch`` receives the epoch index and the running statistics (for progress output).
     Stops with TrainingDiverged at the first non-finite loss, or when the trained weights
-    hold a NaN or an infinity.
+    hold a NaN or an infinity. Computes on ``device``; the model is back on the CPU after.
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if len(images) == 0:
         raise ValueError("no training images")
+    with on_device(model, device):
+        return _train(model, images, labels, cfg, on_epoch, device)
+
+
+def _train(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+           on_epoch: Callable[[int, TrainStats], None] | None,
+           device: torch.device) -> TrainStats:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     transform = train_augmentation(images.shape[2], images.shape[3])
@@ -72,7 +81,8 @@ def train_local(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg:
             idx = order[begin:begin + cfg.batch_size]
             if len(idx) < 2:  # BatchNorm cannot train on a single image
                 continue
-            x, y = augment(images[idx], transform), labels[idx]
+            x = augment(images[idx].to(device), transform)
+            y = labels[idx].to(device)
             logits = model(x)
             loss = criterion(logits, y)
             step += 1
@@ -98,13 +108,15 @@ def _stats(total_loss: float, correct: float, seen: float, start: float) -> Trai
 
 
 @torch.no_grad()
-def extract_features(model: ReidNet, images: torch.Tensor, batch_size: int = 128) -> np.ndarray:
-    """L2-normalised pool5 features of uint8 images, as float32 (N, d)."""
+def extract_features(model: ReidNet, images: torch.Tensor, batch_size: int = 128,
+                     device: torch.device = CPU) -> np.ndarray:
+    """L2-normalised pool5 features of uint8 images, as float32 (N, d), computed on
+    ``device``."""
     model.eval()
-    chunks = [
-        nn.functional.normalize(model.features(normalise(images[i:i + batch_size])), dim=1)
-        for i in range(0, len(images), batch_size)
-    ]
+    with on_device(model, device):
+        chunks = [nn.functional.normalize(
+            model.features(normalise(images[i:i + batch_size].to(device))), dim=1).cpu()
+            for i in range(0, len(images), batch_size)]
     if not chunks:
         return np.zeros((0, model.feature_dim), dtype=np.float32)
     return torch.cat(chunks).numpy().astype(np.float32, copy=False)

@@ -23,6 +23,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from dmnreid.checks import StateError, check_state
+from dmnreid.compute import resolve_device
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import EVALUATOR_DIR
 from dmnreid.messages import (
@@ -81,7 +82,8 @@ def measure_gaps(generators: dict[int, ResnetGenerator],
         raise NodeError(f"the evaluator holds no image of target camera {target}")
 
     def features(x: torch.Tensor) -> np.ndarray:
-        return extract_features(model, resize(x, cfg.image_height, cfg.image_width))
+        return extract_features(model, resize(x, cfg.image_height, cfg.image_width),
+                                device=resolve_device(cfg.device))
 
     reference, reference_pids = images[target]
     reference_features = features(reference)

@@ -15,9 +15,11 @@ from logging import INFO
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from flwr.common.logger import log
 
 from dmnreid.atomic import save_torch, write_bytes
+from dmnreid.compute import resolve_device
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import NodeData
 from dmnreid.data_prep.records import DatasetError
@@ -71,7 +73,8 @@ def _style_frames(data: NodeData, cfg: RunConfig) -> torch.Tensor:
 def _translate_frames(data: NodeData, cfg: RunConfig, folder: Path,
                       generator: ResnetGenerator) -> tuple[Path, float]:
     """Translate every training frame at the style size, store it at the re-ID size."""
-    translated, seconds_per_image = translate(generator, _style_frames(data, cfg))
+    translated, seconds_per_image = translate(generator, _style_frames(data, cfg),
+                                              device=resolve_device(cfg.device))
     path = _translated_file(folder, cfg.image_height, cfg.image_width)
     save_torch(resize(translated, cfg.image_height, cfg.image_width), path)
     return path, seconds_per_image
@@ -86,6 +89,12 @@ def transfer_style(data: NodeData, cfg: RunConfig) -> dict[str, float | int]:
     if not needs_style(data, cfg):
         return {"camera": data.camera, "skipped": 1}
     folder = style_dir(data, cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder / "lock"):  # two runs sharing this folder train the CycleGAN once
+        return _transfer_style(data, cfg, folder)
+
+
+def _transfer_style(data: NodeData, cfg: RunConfig, folder: Path) -> dict[str, float | int]:
     done = folder / DONE
     if done.is_file():
         if not _translated_file(folder, cfg.image_height, cfg.image_width).is_file():
@@ -103,7 +112,7 @@ def transfer_style(data: NodeData, cfg: RunConfig) -> dict[str, float | int]:
             cfg.style_iterations, " ".join(f"{k} {v:.3f}" for k, v in losses.items()))
 
     generator, stats = train_cyclegan(own, target, style_config(cfg), folder / "checkpoint.pt",
-                                      progress)
+                                      progress, device=resolve_device(cfg.device))
     save_generator(generator, folder / "generator.pt")
     _, seconds_per_image = _translate_frames(data, cfg, folder, generator)
     metrics: dict[str, float | int] = {

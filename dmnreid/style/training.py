@@ -24,6 +24,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from dmnreid.atomic import save_torch
 from dmnreid.checks import TrainingDiverged
+from dmnreid.compute import CPU, on_device
 from dmnreid.style.losses import discriminator_objective, generator_objective
 from dmnreid.style.networks import (
     PatchDiscriminator,
@@ -112,15 +113,17 @@ def _mean_terms(rows: list[list[float]]) -> dict[str, float]:
 class _CycleGan:
     """The two generators, two discriminators, their optimisers, schedules and fake pools."""
 
-    def __init__(self, cfg: StyleConfig, rng: np.random.Generator) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: StyleConfig, rng: np.random.Generator,
+                 device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
         torch.manual_seed(cfg.seed)
         self.g = ResnetGenerator(cfg.generator_filters, cfg.generator_blocks)
         self.f = ResnetGenerator(cfg.generator_filters, cfg.generator_blocks)
         self.d_a = PatchDiscriminator(cfg.discriminator_filters, cfg.discriminator_layers)
         self.d_b = PatchDiscriminator(cfg.discriminator_filters, cfg.discriminator_layers)
         for net in self.networks.values():
-            init_weights(net)
+            init_weights(net)  # on the CPU: the same initial weights on every device
+            net.to(device)
         self.opt_g = Adam(chain(self.g.parameters(), self.f.parameters()),
                           lr=cfg.lr_generator, betas=(0.5, 0.999))
         self.opt_d = Adam(chain(self.d_a.parameters(), self.d_b.parameters()),
@@ -184,8 +187,8 @@ class _CycleGan:
         self.opt_d.load_state_dict(state["optimizers"]["d"])
         self.sched_g.load_state_dict(state["schedulers"]["g"])
         self.sched_d.load_state_dict(state["schedulers"]["d"])
-        self.pool_a.load_state_dict(state["pools"]["a"])
-        self.pool_b.load_state_dict(state["pools"]["b"])
+        for name, pool in (("a", self.pool_a), ("b", self.pool_b)):
+            pool.load_state_dict({"images": state["pools"][name]["images"].to(self.device)})
 
 
 def _save_checkpoint(path: Path, gan: _CycleGan, rng: np.random.Generator, fingerprint: str,
@@ -234,6 +237,7 @@ def train_cyclegan(
     checkpoint: Path | None = None,
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
     stop_after: int | None = None,
+    device: torch.device = CPU,
 ) -> tuple[ResnetGenerator, StyleStats]:
     """Train G: A -> B (with F: B -> A and both discriminators); return G and what happened.
 
@@ -242,11 +246,12 @@ def train_cyclegan(
     file is continued (or, when complete, returned without training). ``on_progress`` gets the
     iteration and the mean loss terms since the previous call, about every 10%, after any
     checkpoint of that iteration is written. ``stop_after`` stops early after that iteration
-    (checkpointed), to split training across calls.
+    (checkpointed), to split training across calls. Trains on ``device``; G comes back on
+    the CPU.
     """
     _check_inputs(images_a, images_b, cfg, stop_after)
     rng = np.random.default_rng(cfg.seed)
-    gan = _CycleGan(cfg, rng)
+    gan = _CycleGan(cfg, rng, device)
     fingerprint = _fingerprint(cfg, images_a, images_b)
     start, losses = 0, []
     if checkpoint is not None and checkpoint.is_file():
@@ -255,8 +260,8 @@ def train_cyclegan(
     report_every = max(1, cfg.iterations // 10)
     began = time.perf_counter()
     for done in range(start + 1, end + 1):
-        real_a = _batch(images_a, rng, cfg.batch_size)
-        real_b = _batch(images_b, rng, cfg.batch_size)
+        real_a = _batch(images_a, rng, cfg.batch_size).to(device)
+        real_b = _batch(images_b, rng, cfg.batch_size).to(device)
         terms = gan.step(real_a, real_b)
         if not all(math.isfinite(v) for v in terms):  # never checkpoint or keep a broken GAN
             raise TrainingDiverged(done, "CycleGAN losses " + ", ".join(
@@ -269,16 +274,17 @@ def train_cyclegan(
     seconds = time.perf_counter() - began
     trained = max(0, end - start)
     window = max(1, len(losses) // 10)
-    gan.g.eval()
+    gan.g.eval().to(CPU)
     return gan.g, StyleStats(
         iterations=max(start, end), resumed_from=start, seconds=seconds,
         seconds_per_batch=seconds / trained if trained else 0.0,
         first=_mean_terms(losses[:window]), last=_mean_terms(losses[-window:]))
 
 
-def translate(generator: ResnetGenerator, images: torch.Tensor,
-              batch_size: int = 64) -> tuple[torch.Tensor, float]:
-    """Render uint8 (N, 3, H, W) images in the generator's output style; and seconds per image."""
+def translate(generator: ResnetGenerator, images: torch.Tensor, batch_size: int = 64,
+              device: torch.device = CPU) -> tuple[torch.Tensor, float]:
+    """Render uint8 (N, 3, H, W) images in the generator's output style (computed on
+    ``device``); and seconds per image."""
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"translate expects uint8 (N, 3, H, W) images, got {images.dtype} "
                          f"{tuple(images.shape)}")
@@ -287,10 +293,10 @@ def translate(generator: ResnetGenerator, images: torch.Tensor,
     generator.eval()
     out = torch.empty_like(images)
     began = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), on_device(generator, device):
         for i in range(0, len(images), batch_size):
-            mapped = generator(images[i:i + batch_size].float().div(127.5).sub(1.0))
-            out[i:i + batch_size] = mapped.add(1.0).mul(127.5).round().clamp(0, 255).byte()
+            mapped = generator(images[i:i + batch_size].to(device).float().div(127.5).sub(1.0))
+            out[i:i + batch_size] = mapped.add(1.0).mul(127.5).round().clamp(0, 255).byte().cpu()
     seconds = time.perf_counter() - began
     generator.train(was_training)
     return out, seconds / max(1, len(images))
