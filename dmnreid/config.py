@@ -22,6 +22,7 @@ CHOICES = {
     "eval_mode": ("server", "federated", "none"),
     "incremental_head": ("reinit", "travel"),
     "incremental_labels": ("clusters", "local"),
+    "incremental_loss": ("softmax", "prototype"),
     "unify": ("pick-one", "average"),
     "flood_reach": ("edges", "sets"),
     "memory_features": ("plain", "centred"),
@@ -108,6 +109,8 @@ RANGES = {
     "top1_max_distance": Range(0, why="a squared L2 distance; 0 = no limit"),
     "incremental_hops": NON_NEGATIVE,
     "recluster_every": NON_NEGATIVE,
+    "prototype_temperature": Range(0, open_low=True),
+    "prototype_momentum": Range(0, 1, open_high=True),
     "eval_every": AT_LEAST_ONE,
     "node_timeout": Range(0, open_low=True, why="seconds"),
     "hop_timeout": Range(0, why="seconds; 0 = node-timeout"),
@@ -180,6 +183,10 @@ class RunConfig:
     recluster_every: int = 0
     incremental_head: str = "reinit"
     incremental_labels: str = "clusters"
+    incremental_loss: str = "softmax"
+    prototype_temperature: float = 0.05
+    prototype_momentum: float = 0.2
+    prototype_cameras: bool = True
     unify: str = "pick-one"
     # server
     eval_every: int = 6
@@ -281,6 +288,11 @@ class RunConfig:
             raise ConfigError("walk-strategy = 'fedavg' with incremental-head = 'travel': under "
                               "FedAvg every node keeps its own head (nothing to travel); use "
                               "incremental-head = 'reinit'")
+        if self.incremental_loss == "prototype" and (self.walk_strategy == "fedavg"
+                                                     or self.incremental_head == "travel"):
+            raise ConfigError("incremental-loss = 'prototype' trains against a memory that "
+                              "travels from hop to hop in place of a head: it needs "
+                              "walk-strategy = 'random-walk' and incremental-head = 'reinit'")
         if self.run_name and not RUN_NAME.fullmatch(self.run_name):
             raise ConfigError(f"run-name = {self.run_name!r}: use letters, digits, '.', '_' "
                               "and '-' only, not starting with '.' (it names a folder)")

@@ -19,6 +19,7 @@ from dmnreid.checks import check_state
 from dmnreid.compute import resolve_device
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import NodeData, load_node, read_test_tables
+from dmnreid.memory.prototypes import PrototypeMemory, prototype_objective, refreshed
 from dmnreid.node_state import local_head_path, model_copy_path
 from dmnreid.reid.camera_bn import estimate_bn_statistics
 from dmnreid.reid.evaluator import ItemFeatures, SplitFrames, embed_camera
@@ -41,6 +42,7 @@ class HopResult:
     stats: TrainStats
     num_classes: int
     stem_digest: int
+    memory: PrototypeMemory | None = None  # refreshed by a prototype hop
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,14 @@ class Targets:
     The first walk uses the node's local labels and a fresh head (``classes`` None). The
     incremental walk (paper eq. 5) maps every local tracklet to its global cluster class, with
     a head of ``num_classes`` outputs that is either fresh or the one that travelled in.
+    With a prototype ``memory`` (``incremental-loss = "prototype"``) the hop trains against
+    the memory's centroids instead of a head and refreshes this camera's entries.
     """
 
     classes: np.ndarray | None = None
     num_classes: int = 0
     head: Mapping[str, torch.Tensor] | None = None
+    memory: PrototypeMemory | None = None
 
 
 def training_images(data: NodeData, cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +115,9 @@ def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
     data = load_node(directory)
     images, labels = training_images(data, cfg)
     targets = targets or Targets()
+    if targets.memory is not None:
+        return _prototype_hop(directory, data.camera, cfg, weights, state, hop, targets,
+                              images, labels)
     num_classes = data.num_classes
     if targets.classes is not None:
         check_classes(targets.classes, data.num_classes, targets.num_classes)
@@ -125,14 +133,42 @@ def walk_hop(directory: Path, cfg: RunConfig, weights: Path | None,
     if targets.head is not None:
         check_state(targets.head, "travelling head", like=model.head.state_dict())
         model.head.load_state_dict(dict(targets.head))
-    stats = train_local(model, images, labels, TrainConfig(
-        epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr_head=cfg.lr_head,
-        lr_backbone=cfg.lr_backbone, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-        seed=cfg.seed * 100_003 + hop,
-    ), device=resolve_device(cfg.device))
+    stats = train_local(model, images, labels, hop_config(cfg, hop),
+                        device=resolve_device(cfg.device))
     head = OrderedDict((k, v.detach().clone()) for k, v in model.head.state_dict().items())
     return HopResult(walking_state(model, cfg.freeze_stem, cfg.bn_mode), head, stats,
                      num_classes, digest)
+
+
+def hop_config(cfg: RunConfig, hop: int) -> TrainConfig:
+    return TrainConfig(epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr_head=cfg.lr_head,
+                       lr_backbone=cfg.lr_backbone, momentum=cfg.momentum,
+                       weight_decay=cfg.weight_decay, seed=cfg.seed * 100_003 + hop)
+
+
+def _prototype_hop(directory: Path, camera: int, cfg: RunConfig, weights: Path | None,
+                   state: Mapping[str, torch.Tensor], hop: int, targets: Targets,
+                   images: torch.Tensor, labels: torch.Tensor) -> HopResult:
+    """An incremental hop against the travelling memory (issue 17): each frame's targets are
+    its cluster's entries in the other cameras; then this camera's entries are refreshed
+    from its memory bank under the trained weights."""
+    if targets.classes is None or targets.memory is None:
+        raise ValueError("a prototype hop needs the global classes and the memory")
+    check_classes(targets.classes, len(torch.unique(labels)), targets.num_classes)
+    distinct, of_tracklet = np.unique(targets.classes, return_inverse=True)
+    device = resolve_device(cfg.device)
+    model = _model(cfg, weights, 1, state)  # no head: the memory is the classifier
+    digest = stem_digest(model)
+    if cfg.bn_statistics == "update":
+        own_statistics(model, images, cfg, hop)
+    objective = prototype_objective(targets.memory, camera, distinct,
+                                    cfg.prototype_temperature, device)
+    stats = train_local(model, images, torch.from_numpy(of_tracklet)[labels],
+                        hop_config(cfg, hop), device=device, objective=objective)
+    trained = walking_state(model, cfg.freeze_stem, cfg.bn_mode)
+    bank = memory_bank(directory, cfg, weights, trained)
+    memory = refreshed(targets.memory, camera, bank, targets.classes, cfg.prototype_momentum)
+    return HopResult(trained, OrderedDict(), stats, targets.num_classes, digest, memory)
 
 
 def memory_bank(directory: Path, cfg: RunConfig, weights: Path | None,

@@ -442,6 +442,10 @@ def make_roster(cfg: RunConfig, network: Network, saved: dict | None,
 def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
     # everything that can refuse the settings or the data comes before the run directory
     cfg = resolve_config(cfg)
+    if cfg.incremental_loss == "prototype" and cfg.incremental_hops > 0:
+        raise ConfigError("incremental-loss = 'prototype' runs in `python -m "
+                          "dmnreid.experiments` only so far: the Flower messages that carry "
+                          "the memory from hop to hop are not built yet (issue 17)")
     grid = RoundsGrid(flower_grid, cfg.poll_interval)
     partitions = prepare_partitions(cfg)
     weights = pretrained_file(cfg)

@@ -97,7 +97,8 @@ def test_ablation_writes_its_tables_and_continues_after_an_interruption(tmp_path
     assert {"rank1", "rank5", "rank10", "mAP", "labels", "seed", "bn-mode"} <= set(runs)
     assert dict(zip(runs["row"], runs["labels"], strict=True)) == {
         "baseline": "none", "rw": "local", "rw+t": "local", "rw+t+i": "clusters",
-        "control": "local", "oracle": "truth", "upper-bound": "truth"}
+        "control": "local", "oracle": "truth", "upper-bound": "truth", "proto": "clusters",
+        "oracle-proto": "truth"}
     summary = pd.read_csv(out / "ablation.csv")
     assert {"row", "bn-mode", "mAP", "mAP_std", "seeds"} <= set(summary)
     assert "paper-mAP" not in summary  # synthetic data: the paper has no figures for it
@@ -108,9 +109,14 @@ def test_ablation_writes_its_tables_and_continues_after_an_interruption(tmp_path
                                .read_text()) for row in ROWS}
     # the incremental rows train as many hops on top of rw+t; the upper bound sees as many
     # images as rw+t+i (whole epochs over all cameras' images)
-    for row in ("rw+t+i", "control", "oracle"):
+    for row in ("rw+t+i", "control", "oracle", "proto", "oracle-proto"):
         assert results[row]["images"] > results["rw+t"]["images"]
-    assert results["control"]["images"] == results["rw+t+i"]["images"]
+    for row in ("control", "proto"):
+        assert results[row]["images"] == results["rw+t+i"]["images"]
+    # the prototype rows train on the same clusters (or identities) with another loss
+    assert results["proto"]["clusterings"] == results["rw+t+i"]["clusterings"]
+    assert results["proto"]["mAP"] != results["rw+t+i"]["mAP"]
+    assert results["oracle-proto"]["clusterings"] == results["oracle"]["clusterings"]
     upper = results["upper-bound"]
     assert upper["budget"] == results["rw+t+i"]["images"]
     assert abs(upper["images"] - upper["budget"]) <= upper["images"] / upper["epochs"]

@@ -6,10 +6,13 @@ over seeds, with three rows that show where the headroom is.
 - ``oracle``: the incremental walk with the true identities in place of the clusters (the
   best any clustering could give this training);
 - ``upper-bound``: supervised training of the same network on all cameras' images with true
-  identities, as many images seen as rw+t+i (not federated: the limit of data and network).
+  identities, as many images seen as rw+t+i (not federated: the limit of data and network);
+- ``proto`` and ``oracle-proto``: the incremental walk with ``incremental-loss =
+  "prototype"`` (a cluster memory that travels with the weights, issue 17) on the clusters,
+  and on the true identities.
 
-Only ``oracle`` and ``upper-bound`` read true identities for training; every other row uses
-what a Flower run's nodes have (``labels`` in each result says which).
+Only ``oracle``, ``oracle-proto`` and ``upper-bound`` read true identities for training;
+every other row uses what a Flower run's nodes have (``labels`` in each result says which).
 
 ``--walk-strategies random-walk,fedavg`` also trains the rows that walk (rw, rw+t, rw+t+i,
 control, oracle) with FedAvg over the cameras, and writes the comparison (``strategies``):
@@ -41,8 +44,10 @@ from dmnreid.experiments.settings import (
 from dmnreid.experiments.store import Store
 from dmnreid.experiments.upper_bound import train_upper_bound
 
-ROWS = ("baseline", "rw", "rw+t", "rw+t+i", "control", "oracle", "upper-bound")
-INCREMENTAL = {"rw+t+i": "clusters", "control": "local", "oracle": "truth"}
+ROWS = ("baseline", "rw", "rw+t", "rw+t+i", "control", "oracle", "upper-bound", "proto",
+        "oracle-proto")
+INCREMENTAL = {"rw+t+i": "clusters", "control": "local", "oracle": "truth",
+               "proto": "clusters", "oracle-proto": "truth"}
 BN_MODES = ("shared", "camera")
 LABELS = {"baseline": "none", "rw": "local", "rw+t": "local", "upper-bound": "truth"}
 STRATEGIES = ("random-walk", "fedavg")
@@ -152,8 +157,8 @@ class SeedRun:
         return network, walked, {**costs, "clusterings": clusterings,
                                  "seconds-before": start.get("seconds", float("nan"))}
 
-    def _incremental(self, source: str) -> tuple[dict, dict]:
-        network, walked, extra = self.incremental(source)
+    def _incremental(self, source: str, **changes: object) -> tuple[dict, dict]:
+        network, walked, extra = self.incremental(source, **changes)
         return network.score(walked.state), extra
 
     def _rw_t_i(self) -> tuple[dict, dict]:
@@ -164,6 +169,12 @@ class SeedRun:
 
     def _oracle(self) -> tuple[dict, dict]:
         return self._incremental("truth")
+
+    def _proto(self) -> tuple[dict, dict]:
+        return self._incremental("clusters", incremental_loss="prototype")
+
+    def _oracle_proto(self) -> tuple[dict, dict]:
+        return self._incremental("truth", incremental_loss="prototype")
 
     def _upper_bound(self) -> tuple[dict, dict]:
         incremental = self.row("rw+t+i")
@@ -251,4 +262,7 @@ def _notes(cfg: RunConfig, frame: pd.DataFrame) -> str:
             "transfer; +i: incremental walk on the clusters. control: rw+t walked on with "
             "local labels for the incremental hops; oracle: the incremental walk on the true "
             "identities; upper-bound: centralised supervised training on true identities "
-            "with as many images seen as rw+t+i (not a federated method).")
+            "with as many images seen as rw+t+i (not a federated method); proto and "
+            "oracle-proto: the incremental walk against a travelling cluster-prototype "
+            "memory (incremental-loss = prototype) on the clusters and on the true "
+            "identities.")

@@ -32,6 +32,7 @@ from dmnreid.data_prep.records import DatasetError
 from dmnreid.experiments.settings import configured
 from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import Pairs, cluster_distributed
+from dmnreid.memory.prototypes import PrototypeMemory, build_memory
 from dmnreid.memory.reference import GlobalIds
 from dmnreid.messages import METRICS, WEIGHTS, as_sent, state_record, wire_features
 from dmnreid.node import HopResult, Targets, memory_bank, walk_hop
@@ -64,6 +65,7 @@ class Labels:
     classes: dict[int, np.ndarray] | None = None
     num_classes: int = 0
     summary: dict = field(default_factory=dict)
+    banks: dict[int, np.ndarray] | None = None  # the memory banks the classes came from
 
 
 @dataclass
@@ -155,16 +157,19 @@ class Network:
         """Hops to the cameras ``visits``, numbered from ``first_hop``; with ``labels`` the
         hops train on those global classes (a fresh head per hop, or the travelling one)."""
         head, copies, images, records = None, {}, 0, []
+        memory = self.prototypes(labels)
         start = time.perf_counter()
         for done, camera in enumerate(visits, start=1):
             targets = None
             if labels is not None and labels.classes is not None:
                 travelling = head if self.cfg.incremental_head == "travel" else None
                 targets = Targets(labels.classes[camera], labels.num_classes,
-                                  self.wire(travelling) if travelling else None)
+                                  self.wire(travelling) if travelling else None, memory)
             result = walk_hop(self.nodes[camera], self.cfg, self.weights, self.wire(state),
                               first_hop + done - 1, targets)
             state, head = self.wire(result.state), result.head
+            if result.memory is not None:
+                memory = self.wire_memory(result.memory)
             copies[camera] = state
             images += result.stats.images
             records.append(_record(first_hop + done - 1, camera, result))
@@ -172,6 +177,22 @@ class Network:
                           f"{result.stats.loss:.3f}, ETA "
                           f"{_eta(time.perf_counter() - start, done, len(visits))}")
         return Walked(state, copies, images, records)
+
+    def prototypes(self, labels: Labels | None) -> PrototypeMemory | None:
+        """With ``incremental-loss = "prototype"``: the cluster memory the server would build
+        from the banks and send with the weights, rounded as on the wire."""
+        if self.cfg.incremental_loss != "prototype" or labels is None \
+                or labels.classes is None:
+            return None
+        if labels.banks is None:
+            raise ValueError(f"{labels.source} labels without the memory banks they label")
+        return self.wire_memory(build_memory(labels.banks, labels.classes,
+                                             self.cfg.prototype_cameras))
+
+    def wire_memory(self, memory: PrototypeMemory) -> PrototypeMemory:
+        """The memory's vectors in ``transfer-dtype``, as the walking weights travel."""
+        vectors = self.wire(OrderedDict(v=torch.from_numpy(memory.vectors)))["v"]
+        return replace(memory, vectors=vectors.float().numpy())
 
     def fedavg(self, state: State, rounds: int, labels: Labels | None = None,
                first_round: int = 0, what: str = "walk") -> Walked:
@@ -232,7 +253,7 @@ class Network:
         walked = Walked(state, {}, 0, [])
         clusterings = []
         for first in range(0, steps, every):
-            labels = {"clusters": self.clusters, "truth": lambda _: self.truth(),
+            labels = {"clusters": self.clusters, "truth": self.truth,
                       "local": lambda _: Labels("local")}[source](walked.state)
             if labels.summary:
                 clusterings.append(labels.summary)
@@ -254,7 +275,8 @@ class Network:
         """Global classes from the distributed protocol, with diagnostics against the true
         identities (read for the diagnostics only)."""
         self.progress("clustering: memory banks and the distributed protocol")
-        result, rounds = cluster_distributed(self.banks(state), self.cfg.alpha,
+        banks = self.banks(state)
+        result, rounds = cluster_distributed(banks, self.cfg.alpha,
                                              reach=self.cfg.flood_reach,
                                              max_distance=self.cfg.max_distance)
         summary = {"edges_mutual": result.edges_mutual, "edges_kept": result.edges_kept,
@@ -268,10 +290,11 @@ class Network:
                            mutual_top1_recall=mutual["recall"])
         _, flat = np.unique(result.cluster_of, return_inverse=True)
         return Labels("clusters", result.ids.split(flat.astype(np.int64)),
-                      int(flat.max()) + 1, summary)
+                      int(flat.max()) + 1, summary, banks)
 
-    def truth(self) -> Labels:
-        """The oracle: each tracklet's true identity as its global class."""
+    def truth(self, state: State | None = None) -> Labels:
+        """The oracle: each tracklet's true identity as its global class (and, for a
+        prototype memory, the banks under ``state``)."""
         ids = GlobalIds.from_sizes({c: load_node(self.nodes[c]).num_classes
                                     for c in self.cameras})
         truth = ground_truth(self.partitions, ids)
@@ -279,8 +302,10 @@ class Network:
             raise DatasetError(f"{self.partitions} holds no true identity for every training "
                              "tracklet (train_identities.csv): the oracle needs them")
         _, flat = np.unique(truth, return_inverse=True)
+        banks = self.banks(state) \
+            if state is not None and self.cfg.incremental_loss == "prototype" else None
         return Labels("truth", ids.split(flat.astype(np.int64)), int(flat.max()) + 1,
-                      {"clusters": int(flat.max()) + 1})
+                      {"clusters": int(flat.max()) + 1}, banks)
 
 
 def _record(step: int, camera: int, result: HopResult) -> dict:

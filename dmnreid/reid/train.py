@@ -35,6 +35,17 @@ class TrainStats:
     seconds: float
 
 
+# (model, augmented batch, targets) -> (loss, number of correct predictions)
+Objective = Callable[[ReidNet, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def cross_entropy(model: ReidNet, x: torch.Tensor, y: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's objective: softmax cross-entropy of the classifier head."""
+    logits = model(x)
+    return nn.functional.cross_entropy(logits, y), (logits.argmax(1) == y).sum()
+
+
 def make_optimizer(model: ReidNet, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD with the paper's lr 0.1 on the fresh head and a lower lr on the pretrained body."""
     body = [p for n, p in model.named_parameters()
@@ -48,8 +59,9 @@ def make_optimizer(model: ReidNet, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def train_local(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
                 on_epoch: Callable[[int, TrainStats], None] | None = None,
-                device: torch.device = CPU) -> TrainStats:
-    """Train ``model`` in place on uint8 images with labels; returns mean loss and accuracy.
+                device: torch.device = CPU, objective: Objective = cross_entropy) -> TrainStats:
+    """Train ``model`` in place on uint8 images with labels (targets of ``objective``, on
+    ``device``); returns mean loss and accuracy.
 
     ``on_epoch`` receives the epoch index and the running statistics (for progress output).
     Stops with TrainingDiverged at the first non-finite loss, or when the trained weights
@@ -60,17 +72,16 @@ def train_local(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg:
     if len(images) == 0:
         raise ValueError("no training images")
     with on_device(model, device):
-        return _train(model, images, labels, cfg, on_epoch, device)
+        return _train(model, images, labels, cfg, on_epoch, device, objective)
 
 
 def _train(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
            on_epoch: Callable[[int, TrainStats], None] | None,
-           device: torch.device) -> TrainStats:
+           device: torch.device, objective: Objective) -> TrainStats:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     transform = train_augmentation(images.shape[2], images.shape[3])
     optimizer = make_optimizer(model, cfg)
-    criterion = nn.CrossEntropyLoss()
     model.train()
     start = time.perf_counter()
     total_loss = correct = seen = 0.0
@@ -83,8 +94,7 @@ def _train(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg: Trai
                 continue
             x = augment(images[idx].to(device), transform)
             y = labels[idx].to(device)
-            logits = model(x)
-            loss = criterion(logits, y)
+            loss, hits = objective(model, x, y)
             step += 1
             if not bool(torch.isfinite(loss)):
                 raise TrainingDiverged(step, f"loss {float(loss)} in epoch {epoch + 1}")
@@ -92,7 +102,7 @@ def _train(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg: Trai
             loss.backward()
             optimizer.step()
             total_loss += float(loss.detach()) * len(idx)
-            correct += float((logits.argmax(1) == y).sum())
+            correct += float(hits)
             seen += len(idx)
         if on_epoch is not None:
             on_epoch(epoch, _stats(total_loss, correct, seen, start))
