@@ -132,30 +132,6 @@ def test_deployment_equals_simulation(deployed_run, tmp_path: Path):
         h["loss"] for h in read_lines(deployed_run["dir"] / "hops.jsonl")]
 
 
-def test_a_server_without_data_and_pick_one_unification(deployed_run, network: dict,
-                                                         deployed):
-    """``dataset = "devices"``: the server holds no partition, learns the cameras and their
-    tracklet counts from the devices, and (``eval-mode = "none"``) evaluates nothing."""
-    link, _ = deployed
-    out = network["root"] / "devices-out"
-    config = {**RUN, "dataset": "devices", "cameras": CAMERAS, "output-dir": str(out),
-              "walk-hops": 1, "incremental-hops": 1, "unify": "pick-one", "eval-mode": "none"}
-    run_id, log = link.start_run(config)
-    assert link.wait(run_id) == "finished:completed", log[-3000:]
-    run_dir = next(out.iterdir())
-    unification = json.loads((run_dir / "unification.json").read_text())
-    assert unification["mode"] == "pick-one" and len(unification["cameras"]) == 1
-    assert json.loads((run_dir / "metrics.json").read_text()) == {}
-    assert not (run_dir / "evaluations.jsonl").exists()
-    assert (run_dir / "checkpoints" / "final.pt").is_file()
-    style = json.loads((run_dir / "style.json").read_text())  # trained, reused, not measured
-    assert set(style["per_camera"]) == {"2", "3"} and "mean" not in style
-    truth = json.loads((network["partitions"] / "partition.json").read_text())["nodes"]
-    clustering = json.loads((run_dir / "clustering.json").read_text())
-    assert clustering["memories"] == sum(n["tracklets"] for n in truth)
-    assert "diagnostics" not in clustering  # no ground truth on the server
-
-
 def test_only_registered_verified_supernodes_join(network: dict, deployed, tmp_path: Path):
     """A SuperNode with an unregistered key, one without TLS (plaintext, no key: Flower
     refuses a key over plaintext itself) and one that does not verify the SuperLink against
@@ -188,18 +164,23 @@ def kill_device(link: FlowerLink, camera: int) -> None:
     link.devices[camera].wait(timeout=30)
 
 
-def test_a_network_that_keeps_going_when_nodes_drop_out(network: dict, deployed):
-    """Last in this module (it kills SuperNodes). One camera's SuperNode is killed during the
-    walk and restarted with its key; another is killed during the clustering rounds. The run
-    completes: the hop to the dead node is skipped with the weights kept, the restarted node
-    rejoins and trains again, the labels come from the cameras that answered every round; the
-    walking weights travel in float16 both ways, half the bytes of the float32 run, and so
-    do the memory banks (feature-dtype = float16)."""
+def test_a_server_without_data_keeps_going_when_nodes_drop_out(network: dict, deployed):
+    """Last in this module (it kills SuperNodes).
+
+    ``dataset = "devices"``: the server holds no partition, learns the cameras and their
+    tracklet counts from the devices, and (``eval-mode = "none"``) evaluates nothing.
+
+    One camera's SuperNode is killed during the walk and restarted with its key; another is
+    killed during the clustering rounds. The run completes: the hop to the dead node is
+    skipped with the weights kept, the restarted node rejoins and trains again, the labels
+    come from the cameras that answered every round, and pick-one unification picks one of
+    them; the walking weights travel in float16 both ways, half the bytes of the float32
+    run, and so do the memory banks (feature-dtype = float16)."""
     link, _ = deployed
     out = network["root"] / "dropout-out"
-    config = {**RUN, "partitions-dir": str(network["partitions"]), "output-dir": str(out),
-              "style-transfer": False, "walk-hops": 6, "walk-order": "permutation",
-              "incremental-hops": 3, "eval-mode": "server", "hop-timeout": 60.0,
+    config = {**RUN, "dataset": "devices", "cameras": CAMERAS, "output-dir": str(out),
+              "walk-hops": 6, "walk-order": "permutation", "incremental-hops": 3,
+              "eval-mode": "none", "unify": "pick-one", "hop-timeout": 60.0,
               "node-retries": 0, "probe-interval": 5.0, "transfer-dtype": "float16",
               "feature-dtype": "float16"}
     cameras = sorted(network["devices"])
@@ -238,8 +219,15 @@ def test_a_network_that_keeps_going_when_nodes_drop_out(network: dict, deployed)
     assert np.array_equal(np.load(run_dir / "clusters.npz")["cluster_of"],
                           reference.cluster_of)
     assert {h["camera"] for h in hops if h["phase"] == "incremental"} <= set(kept)
-    assert json.loads((run_dir / "unification.json").read_text())["cameras"]
+    unification = json.loads((run_dir / "unification.json").read_text())
+    assert unification["mode"] == "pick-one" and len(unification["cameras"]) == 1
+    assert set(unification["cameras"]) <= set(kept)
     assert (run_dir / "checkpoints" / "final.pt").is_file()
+    assert json.loads((run_dir / "metrics.json").read_text()) == {}  # nothing to score on
+    assert not (run_dir / "evaluations.jsonl").exists()
+    style = json.loads((run_dir / "style.json").read_text())  # trained, reused, not measured
+    assert set(style["per_camera"]) == {"2", "3"} and "mean" not in style
+    assert "diagnostics" not in clustering  # no ground truth on the server
 
     full = json.loads((run_dir / "walking.json").read_text())["bytes"]  # in float32
     half = [h[k] for h in hops if "skipped" not in h for k in ("bytes_sent", "bytes_received")]
@@ -249,5 +237,6 @@ def test_a_network_that_keeps_going_when_nodes_drop_out(network: dict, deployed)
                        != "memory" else [])
     all_banks = sum(len(np.load(network["devices"][c] / "data" / "runs" / run_dir.name /
                                 "memory.npy")) for c in answered)
+    assert clustering["memories"] == sum(len(banks[c]) for c in kept)
     assert memory["name"] == "memory" and memory["messages"] == len(cameras)
     assert 0 <= memory["bytes_received"] - all_banks * 512 * 2 < 2_000, memory  # + metrics
