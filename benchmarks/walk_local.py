@@ -45,7 +45,7 @@ def run(cfg: RunConfig) -> dict:
     out["walk"] = score(walked.state)
     if cfg.incremental_hops == 0:
         return out
-    incremental, clusterings = network.incremental(walked.state, cfg.incremental_labels)
+    incremental, clusterings = network.incremental(walked.state)
     for i, clustering in enumerate(clusterings):
         out["clustering" + (f"-{i}" if i else "")] = {
             k: round(v, 3) if isinstance(v, float) else v for k, v in clustering.items()}

@@ -38,6 +38,7 @@ from dmnreid.messages import (
     HEAD,
     METRICS,
     PAYLOAD,
+    PROTOTYPES,
     WEIGHTS,
     arrays_record,
     audit_mod,
@@ -162,6 +163,7 @@ def style(msg: Message, context: Context) -> Message:
 def walk(msg: Message, context: Context) -> Message:
     """A hop of the first walk (local labels) or of the incremental walk (global classes)."""
     from dmnreid.checks import TrainingDiverged
+    from dmnreid.memory.prototypes import PrototypeMemory
     from dmnreid.node import (
         Targets,
         load_local_head,
@@ -176,7 +178,7 @@ def walk(msg: Message, context: Context) -> Message:
     incremental = str(config.get("phase", "walk")) == "incremental"
     targets = None
     if incremental and CLASSES in msg.content:
-        head = msg.content.get(HEAD)
+        head, memory = msg.content.get(HEAD), msg.content.get(PROTOTYPES)
         classes = _arrays(msg, CLASSES)
         if "classes" not in classes:
             raise ValueError("train.walk message: the classes record has no 'classes' array")
@@ -184,6 +186,8 @@ def walk(msg: Message, context: Context) -> Message:
             classes=classes["classes"].numpy(),
             num_classes=_setting(msg, "num-classes"),
             head=record_state(head) if isinstance(head, ArrayRecord) else None,
+            memory=PrototypeMemory.from_state(record_state(memory))
+            if isinstance(memory, ArrayRecord) else None,
         )
     local_head = str(config.get("local-head", ""))  # FedAvg: this node's head, kept here
     if local_head:
@@ -202,6 +206,8 @@ def walk(msg: Message, context: Context) -> Message:
     records = {WEIGHTS: state_record(result.state, cfg.transfer_dtype)}
     if targets is not None and cfg.incremental_head == "travel":
         records[HEAD] = state_record(result.head, cfg.transfer_dtype)
+    if result.memory is not None:  # refreshed by this hop, on to the next
+        records[PROTOTYPES] = state_record(result.memory.to_state(), cfg.transfer_dtype)
     return _reply(msg, {
         "loss": result.stats.loss, "accuracy": result.stats.accuracy,
         "images": result.stats.images, "seconds": result.stats.seconds,

@@ -21,7 +21,7 @@ CHOICES = {
     "bn_mode": ("shared", "camera"),
     "eval_mode": ("server", "federated", "none"),
     "incremental_head": ("reinit", "travel"),
-    "incremental_labels": ("clusters", "local"),
+    "incremental_labels": ("clusters", "local", "oracle"),
     "incremental_loss": ("softmax", "prototype"),
     "unify": ("pick-one", "average"),
     "flood_reach": ("edges", "sets"),
@@ -293,6 +293,10 @@ class RunConfig:
             raise ConfigError("incremental-loss = 'prototype' trains against a memory that "
                               "travels from hop to hop in place of a head: it needs "
                               "walk-strategy = 'random-walk' and incremental-head = 'reinit'")
+        if self.incremental_loss == "prototype" and self.incremental_labels == "local":
+            raise ConfigError("incremental-loss = 'prototype' trains against the centroids of "
+                              "global classes: it needs incremental-labels = 'clusters' or "
+                              "'oracle', not 'local'")
         if self.run_name and not RUN_NAME.fullmatch(self.run_name):
             raise ConfigError(f"run-name = {self.run_name!r}: use letters, digits, '.', '_' "
                               "and '-' only, not starting with '.' (it names a folder)")

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # nodes import this module for clustering rounds, which need 
 
 WEIGHTS = "weights"
 HEAD = "head"
+PROTOTYPES = "prototypes"  # the cluster-prototype memory (incremental-loss = "prototype")
 CLASSES = "classes"
 CONFIG = "config"
 METRICS = "metrics"

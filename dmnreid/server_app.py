@@ -23,9 +23,11 @@ from dmnreid.checks import StateError, check_state
 from dmnreid.compute import resolve_device
 from dmnreid.config import ConfigError, RunConfig, defaults
 from dmnreid.data_prep.partition import read_partition
+from dmnreid.memory.prototypes import build_memory
 from dmnreid.messages import (
     CLASSES,
     HEAD,
+    PROTOTYPES,
     WEIGHTS,
     NodeError,
     arrays_record,
@@ -51,7 +53,7 @@ from dmnreid.reid.pretrain import ensure_source_weights
 from dmnreid.rounds import RoundsGrid, added
 from dmnreid.run_dir import REEVALUATIONS, WALKING_JSON, RunDir
 from dmnreid.strategies.camera_training import CameraFedAvg, CameraWalk, train_steps
-from dmnreid.strategies.clustering import cluster_phase
+from dmnreid.strategies.clustering import GlobalLabels, check_oracle, cluster_phase, oracle_phase
 from dmnreid.strategies.evaluation import evaluate_state
 from dmnreid.strategies.hops import Hop, SkippedHop, State
 from dmnreid.strategies.pretrained import distribute_weights
@@ -347,18 +349,60 @@ def walk_phase(session: Session, phase: str, state: State, steps: int, seed: int
 
 
 def incremental_payload(session: Session, classes: dict[int, np.ndarray] | None):
-    """Each incremental hop carries the node's global class per tracklet (and the head)."""
-    travel = session.cfg.incremental_head == "travel"
+    """Each incremental hop carries the node's global class per tracklet, and what travels
+    from hop to hop: the head (``incremental-head = "travel"``) or the prototype memory
+    (``incremental-loss = "prototype"``)."""
+    cfg = session.cfg
+    key = PROTOTYPES if cfg.incremental_loss == "prototype" else \
+        HEAD if cfg.incremental_head == "travel" else None
 
     def payload(camera: int, head: State | None) -> dict[str, ArrayRecord]:
         if classes is None:  # the control: local labels, as in the first walk
             return {}
         records = {CLASSES: arrays_record({"classes": classes[camera]})}
-        if travel and head is not None:
-            records[HEAD] = state_record(head, session.cfg.transfer_dtype)
+        if key is not None and head is not None:
+            records[key] = state_record(head, cfg.transfer_dtype)
         return records
 
     return payload
+
+
+def global_labels(session: Session, state: State, partitions: Path | None, tag: str
+                  ) -> GlobalLabels:
+    """The incremental walk's labels (``incremental-labels``): the distributed clustering,
+    or the oracle's true identities; the cameras without them are left out."""
+    cfg, grid, roster = session.cfg, session.grid, session.roster
+    with grid.phase("clustering"):
+        roster.begin_phase(grid, "clustering")
+        if cfg.incremental_labels == "oracle":
+            labels = oracle_phase(grid, session.nodes, session.network.tracklets, state,
+                                  session.base_config, cfg.node_timeout, session.run,
+                                  partitions, cfg.incremental_loss == "prototype", tag,
+                                  cfg.transfer_dtype)
+        else:
+            labels = cluster_phase(
+                grid, session.nodes, session.network.tracklets, state, session.base_config,
+                cfg.alpha, cfg.flood_reach, cfg.node_timeout, session.run, partitions,
+                cfg.top1_max_distance, tag, cfg.transfer_dtype, cfg.feature_dtype)
+    live = {c for _, c in session.nodes}
+    roster.leave_out({c: f"clustering round {m['round']}: {m['cause']}"
+                      for c, m in labels.missing.items() if c in live}, "clustering")
+    session.save_network()
+    return labels
+
+
+def prototype_memory(cfg: RunConfig, labels: GlobalLabels) -> State:
+    """``incremental-loss = "prototype"``: the cluster memory built from the banks the labels
+    came from, as it travels (``transfer-dtype``)."""
+    if sorted(labels.banks) != sorted(labels.classes):
+        raise ConfigError("the prototype memory needs the memory bank of every labelled "
+                          "camera, and this run's saved clustering has none (saved by an "
+                          "earlier version of dmnreid): start the run again")
+    memory = build_memory(labels.banks, labels.classes, cfg.prototype_cameras)
+    log(INFO, "Prototype memory: %d entries of %d dimensions, %.1f KB on the wire each hop",
+        len(memory.vectors), memory.vectors.shape[1],
+        state_record(memory.to_state(), cfg.transfer_dtype).count_bytes() / 1e3)
+    return as_sent(memory.to_state(), cfg.transfer_dtype)
 
 
 def trained_incremental(run: RunDir) -> list[int]:
@@ -442,12 +486,10 @@ def make_roster(cfg: RunConfig, network: Network, saved: dict | None,
 def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
     # everything that can refuse the settings or the data comes before the run directory
     cfg = resolve_config(cfg)
-    if cfg.incremental_loss == "prototype" and cfg.incremental_hops > 0:
-        raise ConfigError("incremental-loss = 'prototype' runs in `python -m "
-                          "dmnreid.experiments` only so far: the Flower messages that carry "
-                          "the memory from hop to hop are not built yet (issue 17)")
     grid = RoundsGrid(flower_grid, cfg.poll_interval)
     partitions = prepare_partitions(cfg)
+    if cfg.incremental_labels == "oracle" and cfg.incremental_hops > 0:
+        check_oracle(partitions)
     weights = pretrained_file(cfg)
     sha256 = weights_digest(weights) if weights else ""  # hashed once: it names the weights
     model = build_model(cfg.arch, weights, 1, cfg.freeze_stem)
@@ -515,24 +557,17 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
             stop = min(first + every, inc_steps)
             if stop <= start:
                 continue
-            classes = None
-            if cfg.incremental_labels == "clusters":
-                with grid.phase("clustering"):
-                    roster.begin_phase(grid, "clustering")
-                    classes, missing = cluster_phase(
-                        grid, session.nodes, network.tracklets, state, session.base_config,
-                        cfg.alpha, cfg.flood_reach, cfg.node_timeout, run, partitions,
-                        cfg.top1_max_distance, tag=f"-{first}" if first else "",
-                        dtype=cfg.transfer_dtype, feature_dtype=cfg.feature_dtype)
-                live = {c for _, c in session.nodes}
-                roster.leave_out({c: f"clustering round {m['round']}: {m['cause']}"
-                                  for c, m in missing.items() if c in live}, "clustering")
-                session.save_network()
-                head = head if start > first else None  # a new clustering, a new head
-            num_classes = (max(int(c.max()) for c in classes.values()) + 1) if classes else 0
+            classes, head_like, num_classes = None, None, 0
+            if cfg.incremental_labels != "local":
+                labels = global_labels(session, state, partitions, f"-{first}" if first else "")
+                classes, num_classes = labels.classes, labels.num_classes
+                head = head if start > first else None  # new labels: a new head or memory
+                if cfg.incremental_loss == "prototype":
+                    head_like = prototype_memory(cfg, labels)
+                    head = head if head is not None else head_like
+                elif cfg.incremental_head == "travel":
+                    head_like = new_head(session.model.feature_dim, num_classes).state_dict()
             session.base_config["num-classes"] = num_classes
-            head_like = new_head(session.model.feature_dim, num_classes).state_dict() \
-                if classes and cfg.incremental_head == "travel" else None
             state, head = walk_phase(session, "incremental", state, inc_steps, cfg.seed + 1,
                                      max(start, first), walk_steps,
                                      incremental_payload(session, classes), head, stop,

@@ -30,12 +30,22 @@ def _forbidden(value: object) -> bool:
 
 
 def _check_arrays(name: str, entries: dict, weights: dict) -> None:
-    """Model weights, 512-d float32 or float16 feature vectors, or int64 ids/edges: nothing else."""
+    """Model weights, 512-d float32 or float16 feature vectors (memory banks, embeddings,
+    prototype centroids), or int64 ids/edges: nothing else."""
     assert not any(is_bn_statistic(key) for key in entries), "camera statistics left a node"
     if name == "weights":
         assert set(entries) == set(weights)
         for key, array in entries.items():
             assert array["shape"] == list(weights[key].shape)
+        return
+    if name == "prototypes":  # the cluster-prototype memory: centroids and their ids
+        assert set(entries) == {"vectors", "clusters", "cameras"}, set(entries)
+        vectors = entries["vectors"]
+        assert vectors["dtype"] in ("float32", "float16") and len(vectors["shape"]) == 2
+        assert vectors["shape"][1] == 512
+        for key in ("clusters", "cameras"):
+            assert entries[key]["dtype"] == "int64"
+            assert entries[key]["shape"] == vectors["shape"][:1]
         return
     assert name in ("memory", "payload"), name
     for key, array in entries.items():

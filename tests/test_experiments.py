@@ -50,7 +50,8 @@ def test_only_the_oracle_reads_the_true_identities(monkeypatch: pytest.MonkeyPat
     stops with an error naming the file."""
     network = Network(run_config([EXPERIMENT_CONFIG, "style-transfer=false"]))
     start = network.initial_state()
-    with_truth = {s: network.incremental(start, s)[0].state for s in ("clusters", "local")}
+    with_truth = {s: network.with_config(incremental_labels=s).incremental(start)[0].state
+                  for s in ("clusters", "local")}
 
     oracle = network.truth()
     table = pd.read_csv(network.partitions / "evaluator" / "train_identities.csv")
@@ -62,9 +63,10 @@ def test_only_the_oracle_reads_the_true_identities(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(driver, "ground_truth", lambda *_: None)
     for source, state in with_truth.items():
-        assert _states_equal(network.incremental(start, source)[0].state, state), source
+        assert _states_equal(network.with_config(incremental_labels=source).incremental(
+            start)[0].state, state), source
     with pytest.raises(DatasetError, match=r"train_identities\.csv"):
-        network.truth()
+        network.with_config(incremental_labels="oracle").incremental(start)
 
 
 def test_triangle_relation_beats_plain_mutual_top1_precision():

@@ -170,7 +170,7 @@ def test_the_in_process_driver_averages_as_the_flower_run_did(
     walked = network.first_walk(network.initial_state())
     assert [(h["hop"], h["camera"]) for h in walked.hops] == [
         (r, c) for r in range(ROUNDS) for c in range(1, CAMERAS + 1)]
-    incremental, _ = network.incremental(walked.state, "clusters")
+    incremental, _ = network.incremental(walked.state)
     metrics = json.loads((fedavg_run["dir"] / "metrics.json").read_text())
     for stage, state in (("walk", walked.state), ("incremental", incremental.state)):
         scores = network.score(state)

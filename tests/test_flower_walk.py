@@ -291,7 +291,7 @@ def test_the_in_process_driver_scores_what_the_flower_run_scored(
     network = Network(cfg)
     network.style(tmp_path / "grid.png")  # the nodes' CycleGANs, reused from their folders
     walked = network.first_walk(network.initial_state())
-    incremental, clusterings = network.incremental(walked.state, "clusters")
+    incremental, clusterings = network.incremental(walked.state)
     metrics = json.loads((tiny_run["dir"] / "metrics.json").read_text())
     for stage, state in (("walk", walked.state), ("incremental", incremental.state)):
         scores = network.score(state)

@@ -14,9 +14,9 @@ from dmnreid.memory.prototypes import (
     prototype_objective,
     refreshed,
 )
+from dmnreid.messages import as_sent
 from dmnreid.reid.model import build_model
 from dmnreid.reid.train import TrainConfig, extract_features, train_local
-from dmnreid.server_app import run_pipeline
 
 
 def unit(rows) -> np.ndarray:
@@ -42,8 +42,10 @@ def test_plain_entries_average_a_cluster_over_every_camera():
     assert memory.clusters.tolist() == [0, 1, 2] and (memory.cameras == NO_CAMERA).all()
     np.testing.assert_allclose(memory.vectors[0],
                                unit([BANKS[1][0] + BANKS[1][2] + BANKS[3][0]])[0], rtol=1e-6)
-    back = PrototypeMemory.from_arrays(memory.to_arrays())
-    assert np.array_equal(back.vectors, memory.vectors) and not back.camera_aware
+    back = PrototypeMemory.from_state(as_sent(memory.to_state(), "float16"))  # on the wire
+    np.testing.assert_allclose(back.vectors, memory.vectors, atol=1e-3)
+    assert back.vectors.dtype == np.float32 and not back.camera_aware
+    assert np.array_equal(back.clusters, memory.clusters)  # ids travel exactly
 
 
 def test_positives_are_the_other_cameras_entries_or_the_own_one_when_alone():
@@ -74,10 +76,9 @@ def _person(colour, tint, count, seed):
     return torch.from_numpy(np.clip(images, 0, 255).astype(np.uint8))
 
 
-def _hop(prototype: bool) -> tuple[float, float]:
-    """Camera 1 trains on its images of three people, against a memory of camera 2's view
-    of them (or, as the paper's hop, with a fresh softmax head on the same labels); the
-    cross-camera distance ratio before and after (``same_over_different``)."""
+def _hop() -> tuple[float, float]:
+    """Camera 1 trains on its images of three people against a memory of camera 2's view
+    of them; the cross-camera distance ratio before and after (``same_over_different``)."""
     torch.manual_seed(0)
     model = build_model("resnet18", None, 3, freeze_stem=True, bn_statistics="update")
     colours = [(200, 60, 60), (60, 60, 200), (60, 200, 60)]
@@ -97,26 +98,24 @@ def _hop(prototype: bool) -> tuple[float, float]:
     before = same_over_different()
     memory = PrototypeMemory(unit([extract_features(model, x).mean(0) for x in other])
                              .astype(np.float32), np.arange(3), np.array([2, 2, 2]))
-    extra = {"objective": prototype_objective(memory, 1, np.arange(3), 0.05,
-                                              torch.device("cpu"))} if prototype else {}
+    objective = prototype_objective(memory, 1, np.arange(3), 0.05, torch.device("cpu"))
     stats = train_local(model, own, person, TrainConfig(epochs=4, batch_size=8,
-                                                        lr_backbone=0.05), **extra)
+                                                        lr_backbone=0.05), objective=objective)
     assert stats.images == 4 * 36 and np.isfinite(stats.loss)
     return before, same_over_different()
 
 
 def test_a_prototype_hop_pulls_a_person_towards_how_the_other_camera_sees_them():
-    """Measured: 0.52 before; 0.36 after the prototype hop; 0.56 after a softmax hop."""
-    before, after = _hop(prototype=True)
-    _, softmax = _hop(prototype=False)
-    assert after < 0.8 * before and after < 0.8 * softmax, (before, after, softmax)
+    """Measured (torch 2.15, CPU): 0.52 before, 0.34 after the hop. (A softmax hop on the
+    same labels gets to 0.11 here: colour alone tells these three people apart in both
+    cameras, so this case shows the pull, not an advantage over the paper's hop.)"""
+    before, after = _hop()
+    assert after < 0.8 * before, (before, after)
 
 
-def test_a_flower_run_refuses_the_prototype_memory_before_it_starts():
-    """Until the Flower messages carry the memory, a run says so before anything happens;
-    FedAvg and a travelling head are refused by the config itself."""
-    with pytest.raises(ConfigError, match="experiments` only so far"):
-        run_pipeline(None, RunConfig(incremental_loss="prototype"))
+def test_fedavg_and_a_travelling_head_are_refused_with_the_memory():
+    """The memory travels from hop to hop in place of a head: FedAvg has nothing that
+    travels, and a head would be a second classifier."""
     for other in ({"walk_strategy": "fedavg"}, {"incremental_head": "travel"}):
         with pytest.raises(ConfigError, match="incremental-loss = 'prototype'"):
             RunConfig(incremental_loss="prototype", **other).validate()

@@ -46,10 +46,14 @@ from dmnreid.experiments.upper_bound import train_upper_bound
 
 ROWS = ("baseline", "rw", "rw+t", "rw+t+i", "control", "oracle", "upper-bound", "proto",
         "oracle-proto")
-INCREMENTAL = {"rw+t+i": "clusters", "control": "local", "oracle": "truth",
-               "proto": "clusters", "oracle-proto": "truth"}
+# the incremental rows' incremental-labels
+INCREMENTAL = {"rw+t+i": "clusters", "control": "local", "oracle": "oracle",
+               "proto": "clusters", "oracle-proto": "oracle"}
 BN_MODES = ("shared", "camera")
-LABELS = {"baseline": "none", "rw": "local", "rw+t": "local", "upper-bound": "truth"}
+# where each row's training labels come from (a results column)
+LABELS = {"baseline": "none", "rw": "local", "rw+t": "local", "upper-bound": "truth",
+          **{row: "truth" if labels == "oracle" else labels
+             for row, labels in INCREMENTAL.items()}}
 STRATEGIES = ("random-walk", "fedavg")
 WALKING_ROWS = ("rw", "rw+t", "rw+t+i", "control", "oracle")  # the rows a strategy changes
 COMPARED = ("rw", "rw+t", "rw+t+i")
@@ -108,7 +112,7 @@ class SeedRun:
         own += extra.pop("seconds-before", 0.0)
         result = {"row": name, "bn-mode": self.cfg.bn_mode, "seed": self.cfg.seed,
                   "walk-strategy": self.cfg.walk_strategy,
-                  "labels": INCREMENTAL.get(name) or LABELS[name], **scores, **extra,
+                  "labels": LABELS[name], **scores, **extra,
                   "seconds": own, "device": device_name(resolve_device(self.cfg.device))}
         self.say(f"{name}: mAP {result['mAP']:.1f}, rank-1 {result['rank1']:.1f}")
         return self.store.save_result(result, *self.where, name)
@@ -146,19 +150,19 @@ class SeedRun:
             state = self.store.state(*self.where, "rw+t")
         return result, state
 
-    def incremental(self, source: str, **changes: object) -> tuple[Network, Walked, dict]:
-        """The incremental walk from rw+t's weights on labels from ``source``; the network
-        it ran on, the walk, and the fields every incremental result holds."""
+    def incremental(self, labels: str, **changes: object) -> tuple[Network, Walked, dict]:
+        """The incremental walk from rw+t's weights on ``incremental-labels = labels``; the
+        network it ran on, the walk, and the fields every incremental result holds."""
         start, state = self.walked_with_style()
-        network = self.network(True, **changes)
-        walked, clusterings = network.incremental(state, source)
+        network = self.network(True, incremental_labels=labels, **changes)
+        walked, clusterings = network.incremental(state)
         costs = {key: start.get(key, float("nan")) + value  # rw+t's part, then this walk's
                  for key, value in self.costs(network, walked).items()}
         return network, walked, {**costs, "clusterings": clusterings,
                                  "seconds-before": start.get("seconds", float("nan"))}
 
-    def _incremental(self, source: str, **changes: object) -> tuple[dict, dict]:
-        network, walked, extra = self.incremental(source, **changes)
+    def _incremental(self, labels: str, **changes: object) -> tuple[dict, dict]:
+        network, walked, extra = self.incremental(labels, **changes)
         return network.score(walked.state), extra
 
     def _rw_t_i(self) -> tuple[dict, dict]:
@@ -168,13 +172,13 @@ class SeedRun:
         return self._incremental("local")
 
     def _oracle(self) -> tuple[dict, dict]:
-        return self._incremental("truth")
+        return self._incremental("oracle")
 
     def _proto(self) -> tuple[dict, dict]:
         return self._incremental("clusters", incremental_loss="prototype")
 
     def _oracle_proto(self) -> tuple[dict, dict]:
-        return self._incremental("truth", incremental_loss="prototype")
+        return self._incremental("oracle", incremental_loss="prototype")
 
     def _upper_bound(self) -> tuple[dict, dict]:
         incremental = self.row("rw+t+i")

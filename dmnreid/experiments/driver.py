@@ -49,7 +49,6 @@ from dmnreid.style.node_transfer import trained_generator, transfer_style
 
 State = OrderedDict[str, torch.Tensor]
 Progress = Callable[[str], None]
-LABEL_SOURCES = ("clusters", "local", "truth")
 
 
 def _quiet(_: str) -> None:
@@ -240,12 +239,11 @@ class Network:
             return self.fedavg(state, self.steps(self.cfg.walk_hops))
         return self.walk(state, self.order(self.cfg.walk_hops, self.cfg.seed))
 
-    def incremental(self, state: State, source: str) -> tuple[Walked, list[dict]]:
-        """The incremental walk (paper 3.4) from ``state`` on labels from ``source``;
-        clusters are recomputed every ``recluster-every`` hops, as in a Flower run. Returns
-        the walk and each clustering's diagnostics."""
-        if source not in LABEL_SOURCES:
-            raise ValueError(f"label source {source!r}; expected one of {list(LABEL_SOURCES)}")
+    def incremental(self, state: State) -> tuple[Walked, list[dict]]:
+        """The incremental walk (paper 3.4) from ``state`` on the labels ``incremental-labels``
+        names; clusters are recomputed every ``recluster-every`` hops, as in a Flower run.
+        Returns the walk and each clustering's diagnostics."""
+        source = self.cfg.incremental_labels
         visits = self.order(self.cfg.incremental_hops, self.cfg.seed + 1)
         steps = self.steps(self.cfg.incremental_hops)
         every = (self.steps(self.cfg.recluster_every) or steps) if source == "clusters" \
@@ -253,7 +251,7 @@ class Network:
         walked = Walked(state, {}, 0, [])
         clusterings = []
         for first in range(0, steps, every):
-            labels = {"clusters": self.clusters, "truth": self.truth,
+            labels = {"clusters": self.clusters, "oracle": self.truth,
                       "local": lambda _: Labels("local")}[source](walked.state)
             if labels.summary:
                 clusterings.append(labels.summary)
@@ -304,7 +302,7 @@ class Network:
         _, flat = np.unique(truth, return_inverse=True)
         banks = self.banks(state) \
             if state is not None and self.cfg.incremental_loss == "prototype" else None
-        return Labels("truth", ids.split(flat.astype(np.int64)), int(flat.max()) + 1,
+        return Labels("oracle", ids.split(flat.astype(np.int64)), int(flat.max()) + 1,
                       {"clusters": int(flat.max()) + 1}, banks)
 
 

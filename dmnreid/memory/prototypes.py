@@ -11,6 +11,7 @@ which may leave a node.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -42,19 +43,20 @@ class PrototypeMemory:
     def camera_aware(self) -> bool:
         return bool(len(self.cameras)) and bool((self.cameras != NO_CAMERA).all())
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"memory-vectors": self.vectors, "memory-clusters": self.clusters,
-                "memory-cameras": self.cameras}
+    def to_state(self) -> OrderedDict[str, torch.Tensor]:
+        """The memory as it travels (like a head: a record of tensors, floats in the run's
+        transfer dtype); the ids never change along the walk."""
+        return OrderedDict((("vectors", torch.from_numpy(self.vectors)),
+                            ("clusters", torch.from_numpy(self.clusters)),
+                            ("cameras", torch.from_numpy(self.cameras))))
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> PrototypeMemory:
-        missing = [k for k in ("memory-vectors", "memory-clusters", "memory-cameras")
-                   if k not in arrays]
+    def from_state(cls, state: Mapping[str, torch.Tensor]) -> PrototypeMemory:
+        missing = [k for k in ("vectors", "clusters", "cameras") if k not in state]
         if missing:
             raise ValueError(f"prototype memory without {missing}")
-        return cls(np.asarray(arrays["memory-vectors"], dtype=np.float32),
-                   np.asarray(arrays["memory-clusters"], dtype=np.int64),
-                   np.asarray(arrays["memory-cameras"], dtype=np.int64))
+        return cls(state["vectors"].float().numpy(), state["clusters"].long().numpy(),
+                   state["cameras"].long().numpy())
 
 
 def _normalised(rows: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from dmnreid.config import ConfigError
 from dmnreid.data_prep.partition import EVALUATOR_DIR
 from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import (
@@ -189,6 +190,7 @@ class Clustering:
     kept: Pairs
     stats: list[RoundStats]
     missing: dict[int, dict[str, str]]
+    banks: dict[int, np.ndarray]
 
 
 def _rounds(grid: Grid, nodes: Mapping[int, int], banks: Mapping[int, np.ndarray],
@@ -267,7 +269,7 @@ def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[
             ids, cluster_of, step1, kept = _rounds(grid, nodes, banks, config, alpha, reach,
                                                    timeout, max_distance, stats,
                                                    feature_dtype)
-            return Clustering(ids, cluster_of, step1, kept, stats, missing)
+            return Clustering(ids, cluster_of, step1, kept, stats, missing, banks)
         except CamerasLost as lost:
             log(WARNING, "Clustering starts again without camera(s) %s (%s)",
                 sorted(lost.missing), lost)
@@ -276,22 +278,57 @@ def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[
                 banks.pop(camera, None)
 
 
+@dataclass(frozen=True)
+class GlobalLabels:
+    """What the incremental walk trains on: a global class (0..K-1) per local tracklet of
+    every camera that took part, the cameras left out (round and cause), and the memory
+    banks the classes label (what a prototype memory is built from)."""
+
+    classes: dict[int, np.ndarray]
+    missing: dict[int, dict[str, str]]
+    banks: dict[int, np.ndarray]
+
+    @property
+    def num_classes(self) -> int:
+        return max((int(c.max()) + 1 for c in self.classes.values() if len(c)), default=0)
+
+
+def _saved_labels(run: RunDir, tag: str) -> GlobalLabels | None:
+    """A clustering (or the oracle's labels) this run already made: reused on resume."""
+    saved = run.path / f"clusters{tag}.npz"
+    if not saved.is_file():
+        return None
+    data = np.load(saved)
+    ids = GlobalIds.from_arrays(data)
+    missing = run.read_json(f"clustering{tag}.json").get("missing", {})
+    return GlobalLabels(ids.split(data["classes"]), {int(c): m for c, m in missing.items()},
+                        ids.split(data["banks"]) if "banks" in data else {})
+
+
+def _save_labels(run: RunDir, tag: str, ids: GlobalIds, classes: np.ndarray,
+                 banks: Mapping[int, np.ndarray], summary: dict,
+                 missing: Mapping[int, dict[str, str]], **arrays: np.ndarray) -> GlobalLabels:
+    run.write_json(f"clustering{tag}.json", summary)
+    rows = [np.asarray(banks[c], dtype=np.float32) for c in ids.cameras.tolist() if c in banks]
+    np.savez(run.path / f"clusters{tag}.npz", classes=classes.astype(np.int64),
+             **({"banks": np.concatenate(rows)} if len(rows) == len(ids.cameras) else {}),
+             **arrays, **ids.to_arrays())
+    split = ids.split(classes.astype(np.int64))
+    return GlobalLabels(split, dict(missing), {c: banks[c] for c in split if c in banks})
+
+
 def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, int],
                   state: State, config: dict, alpha: int, reach: str, timeout: float,
                   run: RunDir, partitions: Path | None, max_distance: float = 0.0,
                   tag: str = "", dtype: str = "float32", feature_dtype: str = "float32"
-                  ) -> tuple[dict[int, np.ndarray], dict[int, dict[str, str]]]:
-    """Global class (0..K-1) per local tracklet of every camera that took part, and the
-    cameras left out (round and cause); saved and reused on resume.
+                  ) -> GlobalLabels:
+    """The distributed protocol's global classes, saved and reused on resume.
 
     ``tag`` tells apart the clusterings of one run when it re-clusters during the walk.
     """
-    saved = run.path / f"clusters{tag}.npz"
-    if saved.is_file():
-        data = np.load(saved)
-        ids = GlobalIds.from_arrays(data)
-        missing = run.read_json(f"clustering{tag}.json").get("missing", {})
-        return ids.split(data["classes"]), {int(c): m for c, m in missing.items()}
+    saved = _saved_labels(run, tag)
+    if saved is not None:
+        return saved
     by_camera = {camera: node for node, camera in nodes}
     result = distributed_clustering(grid, by_camera, sizes, state, config, alpha, reach,
                                     timeout, max_distance, dtype, feature_dtype)
@@ -299,6 +336,7 @@ def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, 
                                            result.kept, result.stats)
     _, classes = np.unique(cluster_of, return_inverse=True)
     summary = {
+        "labels": "clusters",
         "cameras": ids.cameras.tolist(),
         "missing": {str(c): m for c, m in sorted(result.missing.items())},
         "alpha": alpha, "reach": reach, "max_distance": max_distance, "rounds": len(stats),
@@ -316,8 +354,8 @@ def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, 
             "triangle": cluster_scores(cluster_of, truth),
             "mutual_top1": cluster_scores(graph_clusters(step1, ids.total), truth),
         }
-    run.write_json(f"clustering{tag}.json", summary)
-    np.savez(saved, classes=classes.astype(np.int64), cluster_of=cluster_of, **ids.to_arrays())
+    labels = _save_labels(run, tag, ids, classes, result.banks, summary, result.missing,
+                          cluster_of=cluster_of)
     log(INFO, "Clustering: %d memories, %d mutual top-1 edges, %d kept (alpha %d), %d clusters, "
         "%d rounds, %.2f MB, %.1f s", ids.total, summary["edges_mutual"],
         summary["edges_kept"], alpha, summary["clusters"], summary["rounds"],
@@ -329,4 +367,55 @@ def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, 
     if result.missing:
         log(WARNING, "Clustering left out camera(s) %s: their tracklets get no global label "
             "and they sit out the incremental walk until a new clustering", sorted(result.missing))
-    return ids.split(classes.astype(np.int64)), result.missing
+    return labels
+
+
+def check_oracle(partitions: Path | None) -> None:
+    """``incremental-labels = "oracle"`` needs the evaluator's true identity of every training
+    tracklet; a ConfigError names what is missing."""
+    path = partitions / EVALUATOR_DIR / "train_identities.csv" if partitions else None
+    if path is None or not path.is_file():
+        where = f"{path} does not exist" if path else \
+            "the server holds no partitions (dataset = 'devices')"
+        raise ConfigError("incremental-labels = 'oracle' trains on the true identities from "
+                          f"the evaluator's ground truth, and there is none: {where}")
+
+
+def oracle_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, int],
+                 state: State, config: dict, timeout: float, run: RunDir, partitions: Path,
+                 with_banks: bool, tag: str = "", dtype: str = "float32") -> GlobalLabels:
+    """``incremental-labels = "oracle"`` (experiments only): each tracklet's true identity
+    as its global class, in place of the clusters; with ``with_banks`` the nodes' memory
+    banks too (``query.memory``), for a prototype memory. Saved and reused on resume like a
+    clustering, its record marked ``"labels": "oracle"``."""
+    saved = _saved_labels(run, tag)
+    if saved is not None:
+        return saved
+    by_camera = {camera: node for node, camera in nodes}
+    stats: list[RoundStats] = []
+    banks, refused = collect_banks(grid, by_camera, sizes, state, config, timeout, stats,
+                                   dtype) if with_banks else ({}, {})
+    cameras = sorted(banks) if with_banks else sorted(by_camera)
+    if not cameras:
+        raise NodeError("no camera gave a usable memory bank: " + causes(refused))
+    ids = GlobalIds.from_sizes({c: sizes[c] for c in cameras})
+    truth = ground_truth(partitions, ids)
+    if truth is None or (truth < 0).any():
+        raise ConfigError(f"incremental-labels = 'oracle': {partitions / EVALUATOR_DIR} has no "
+                          "true identity for every training tracklet")
+    _, classes = np.unique(truth, return_inverse=True)
+    missing = {c: {"round": "memory", "cause": why} for c, why in refused.items()}
+    summary = {
+        "labels": "oracle",
+        "note": "true identities from the evaluator's ground truth, not clusters: an "
+                "experiment's upper limit, not a federated method",
+        "cameras": ids.cameras.tolist(), "missing": {str(c): m for c, m in missing.items()},
+        "memories": ids.total, "clusters": int(classes.max()) + 1 if ids.total else 0,
+        "rounds": len(stats), "messages": sum(s.messages for s in stats),
+        "bytes": sum(s.bytes_sent + s.bytes_received for s in stats),
+        "seconds": sum(s.seconds for s in stats),
+    }
+    log(WARNING, "incremental-labels = 'oracle': the incremental walk trains on the TRUE "
+        "identities of %d tracklets (%d identities), not on clusters", ids.total,
+        summary["clusters"])
+    return _save_labels(run, tag, ids, classes, banks, summary, missing)

@@ -12,7 +12,7 @@ import torch
 from flwr.app import Message
 
 from dmnreid.checks import StateError, check_state
-from dmnreid.messages import HEAD, WEIGHTS, message_bytes, metrics_of, record_state
+from dmnreid.messages import HEAD, PROTOTYPES, WEIGHTS, message_bytes, metrics_of, record_state
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,10 @@ def hop_record(phase: str, hop: int, node: int, camera: int, metrics: dict, repl
 
 def checked_reply(reply: Message, state: State, head_like: State | None,
                   what: str) -> tuple[State, State | None, dict]:
-    """The weights, head and metrics of a node's training reply, checked against what was
-    sent; a StateError says why they cannot be used."""
+    """The weights, what travels on (a head or a prototype memory) and the metrics of a
+    node's training reply, checked against what was sent; a StateError says why they cannot
+    be used. What travels must look like ``head_like``, integer ids included (a memory's
+    clusters and cameras never change along the walk)."""
     metrics = metrics_of(reply.content)
     if int(metrics.get("diverged", 0)):
         raise StateError(f"training diverged at step {int(metrics['diverged-step'])} (learning "
@@ -88,10 +90,15 @@ def checked_reply(reply: Message, state: State, head_like: State | None,
         raise StateError(f"reply without {missing or [WEIGHTS]}")
     new_state = record_state(reply.content[WEIGHTS])
     check_state(new_state, f"{what} weights", like=state)
-    head = None
-    if HEAD in reply.content:
-        if head_like is None:
-            raise StateError("sent a classifier head that was not asked for")
-        head = record_state(reply.content[HEAD])
-        check_state(head, f"{what} head", like=head_like)
+    travelling = [key for key in (HEAD, PROTOTYPES) if key in reply.content]
+    if not travelling:
+        return new_state, None, metrics
+    if head_like is None or len(travelling) > 1:
+        raise StateError(f"sent {' and '.join(travelling)} records not asked for")
+    head = record_state(reply.content[travelling[0]])
+    check_state(head, f"{what} {travelling[0]}", like=head_like)
+    changed = [k for k, v in head_like.items()
+               if not v.is_floating_point() and not torch.equal(head[k], v)]
+    if changed:
+        raise StateError(f"{what} {travelling[0]}: changed {', '.join(changed)}")
     return new_state, head, metrics
