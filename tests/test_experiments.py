@@ -119,6 +119,12 @@ def test_ablation_writes_its_tables_and_continues_after_an_interruption(tmp_path
     assert results["proto"]["clusterings"] == results["rw+t+i"]["clusterings"]
     assert results["proto"]["mAP"] != results["rw+t+i"]["mAP"]
     assert results["oracle-proto"]["clusterings"] == results["oracle"]["clusterings"]
+    # the memory travels both ways on every incremental hop: its bytes are in train-MB
+    entries = results["proto"]["clusterings"][0]["clusters"]  # at least one entry each
+    assert results["proto"]["memory-KB"] >= entries * 512 * 2 / 1e3  # float16 vectors
+    assert results["rw+t+i"]["memory-KB"] == 0
+    assert results["proto"]["train-MB"] - results["rw+t+i"]["train-MB"] == pytest.approx(
+        2 * EXPERIMENT["incremental-hops"] * results["proto"]["memory-KB"] / 1e3)
     upper = results["upper-bound"]
     assert upper["budget"] == results["rw+t+i"]["images"]
     assert abs(upper["images"] - upper["budget"]) <= upper["images"] / upper["epochs"]

@@ -123,10 +123,14 @@ class SeedRun:
 
     @staticmethod
     def costs(network: Network, walked: Walked) -> dict:
-        """Images seen, bytes of the training messages (weights out and back, per node
-        trained) and the training time a deployment would take."""
+        """Images seen, bytes of the training messages (weights, and a prototype memory,
+        out and back, per node trained), the memory's KB per hop, and the training time a
+        deployment would take."""
+        memory = [h.get("memory-bytes", 0) for h in walked.hops]
         return {"images": walked.images, "deployed-seconds": walked.deployed_seconds(),
-                "train-MB": 2 * len(walked.hops) * network.wire_bytes(walked.state) / 1e6}
+                "train-MB": 2 * (len(walked.hops) * network.wire_bytes(walked.state)
+                                 + sum(memory)) / 1e6,
+                "memory-KB": max(memory, default=0) / 1e3}
 
     def _rw(self) -> tuple[dict, dict]:
         network = self.network(False)

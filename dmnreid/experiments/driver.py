@@ -171,7 +171,8 @@ class Network:
                 memory = self.wire_memory(result.memory)
             copies[camera] = state
             images += result.stats.images
-            records.append(_record(first_hop + done - 1, camera, result))
+            records.append({**_record(first_hop + done - 1, camera, result),
+                            "memory-bytes": self.memory_bytes(targets)})
             self.progress(f"{what}: hop {done}/{len(visits)} camera {camera}, loss "
                           f"{result.stats.loss:.3f}, ETA "
                           f"{_eta(time.perf_counter() - start, done, len(visits))}")
@@ -189,9 +190,15 @@ class Network:
                                              self.cfg.prototype_cameras))
 
     def wire_memory(self, memory: PrototypeMemory) -> PrototypeMemory:
-        """The memory's vectors in ``transfer-dtype``, as the walking weights travel."""
-        vectors = self.wire(OrderedDict(v=torch.from_numpy(memory.vectors)))["v"]
-        return replace(memory, vectors=vectors.float().numpy())
+        """The memory as a message carries it (vectors in ``transfer-dtype``)."""
+        return PrototypeMemory.from_state(self.wire(memory.to_state()))
+
+    def memory_bytes(self, targets: Targets | None) -> int:
+        """Bytes of the prototype memory a hop's message carries (and its reply carries
+        back); 0 without one."""
+        if targets is None or targets.memory is None:
+            return 0
+        return state_record(targets.memory.to_state(), self.cfg.transfer_dtype).count_bytes()
 
     def fedavg(self, state: State, rounds: int, labels: Labels | None = None,
                first_round: int = 0, what: str = "walk") -> Walked:
