@@ -399,10 +399,10 @@ def prototype_memory(cfg: RunConfig, labels: GlobalLabels) -> State:
                           "camera, and this run's saved clustering has none (saved by an "
                           "earlier version of dmnreid): start the run again")
     memory = build_memory(labels.banks, labels.classes, cfg.prototype_cameras)
+    record = state_record(memory.to_state(), cfg.transfer_dtype)
     log(INFO, "Prototype memory: %d entries of %d dimensions, %.1f KB on the wire each hop",
-        len(memory.vectors), memory.vectors.shape[1],
-        state_record(memory.to_state(), cfg.transfer_dtype).count_bytes() / 1e3)
-    return as_sent(memory.to_state(), cfg.transfer_dtype)
+        len(memory.vectors), memory.vectors.shape[1], record.count_bytes() / 1e3)
+    return record_state(record)
 
 
 def trained_incremental(run: RunDir) -> list[int]:

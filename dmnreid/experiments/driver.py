@@ -28,7 +28,6 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from dmnreid.compute import resolve_device
 from dmnreid.config import ConfigError, RunConfig
 from dmnreid.data_prep.partition import load_node, read_partition
-from dmnreid.data_prep.records import DatasetError
 from dmnreid.experiments.settings import configured
 from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import Pairs, cluster_distributed
@@ -41,7 +40,7 @@ from dmnreid.reid.evaluator import Evaluator
 from dmnreid.reid.model import ReidNet, build_model, load_walking_state, walking_state
 from dmnreid.server_app import pretrained_file
 from dmnreid.strategies.camera_training import aggregated_state
-from dmnreid.strategies.clustering import graph_clusters, ground_truth
+from dmnreid.strategies.clustering import graph_clusters, ground_truth, true_classes
 from dmnreid.strategies.evaluation import evaluate_state
 from dmnreid.strategies.style import held_out_images, mean_gaps, measure_gaps
 from dmnreid.strategies.walk_strategy import hop_order
@@ -302,14 +301,10 @@ class Network:
         prototype memory, the banks under ``state``)."""
         ids = GlobalIds.from_sizes({c: load_node(self.nodes[c]).num_classes
                                     for c in self.cameras})
-        truth = ground_truth(self.partitions, ids)
-        if truth is None or (truth < 0).any():
-            raise DatasetError(f"{self.partitions} holds no true identity for every training "
-                             "tracklet (train_identities.csv): the oracle needs them")
-        _, flat = np.unique(truth, return_inverse=True)
+        flat = true_classes(self.partitions, ids)
         banks = self.banks(state) \
             if state is not None and self.cfg.incremental_loss == "prototype" else None
-        return Labels("oracle", ids.split(flat.astype(np.int64)), int(flat.max()) + 1,
+        return Labels("oracle", ids.split(flat), int(flat.max()) + 1,
                       {"clusters": int(flat.max()) + 1}, banks)
 
 

@@ -24,6 +24,7 @@ from scipy.sparse.csgraph import connected_components
 
 from dmnreid.config import ConfigError
 from dmnreid.data_prep.partition import EVALUATOR_DIR
+from dmnreid.data_prep.records import DatasetError
 from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import (
     FloodReply,
@@ -166,9 +167,14 @@ def graph_clusters(edges: Pairs, total: int) -> np.ndarray:
     return smallest[comp]
 
 
+def identities_file(partitions: Path | None) -> Path | None:
+    """The evaluator's true identity of every training tracklet (None without partitions)."""
+    return partitions / EVALUATOR_DIR / "train_identities.csv" if partitions else None
+
+
 def ground_truth(partitions: Path | None, ids: GlobalIds) -> np.ndarray | None:
     """True identity per memory (gid order), for diagnostics only; None if unknown."""
-    path = partitions / EVALUATOR_DIR / "train_identities.csv" if partitions else None
+    path = identities_file(partitions)
     if path is None or not path.is_file():
         return None
     table = pd.read_csv(path)
@@ -309,12 +315,12 @@ def _save_labels(run: RunDir, tag: str, ids: GlobalIds, classes: np.ndarray,
                  banks: Mapping[int, np.ndarray], summary: dict,
                  missing: Mapping[int, dict[str, str]], **arrays: np.ndarray) -> GlobalLabels:
     run.write_json(f"clustering{tag}.json", summary)
-    rows = [np.asarray(banks[c], dtype=np.float32) for c in ids.cameras.tolist() if c in banks]
-    np.savez(run.path / f"clusters{tag}.npz", classes=classes.astype(np.int64),
-             **({"banks": np.concatenate(rows)} if len(rows) == len(ids.cameras) else {}),
-             **arrays, **ids.to_arrays())
-    split = ids.split(classes.astype(np.int64))
-    return GlobalLabels(split, dict(missing), {c: banks[c] for c in split if c in banks})
+    if banks:  # those of the labelled cameras, one row per memory
+        arrays["banks"] = np.concatenate([np.asarray(banks[c], dtype=np.float32)
+                                          for c in ids.cameras.tolist()])
+    np.savez(run.path / f"clusters{tag}.npz", classes=classes.astype(np.int64), **arrays,
+             **ids.to_arrays())
+    return GlobalLabels(ids.split(classes.astype(np.int64)), dict(missing), dict(banks))
 
 
 def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, int],
@@ -373,12 +379,22 @@ def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, 
 def check_oracle(partitions: Path | None) -> None:
     """``incremental-labels = "oracle"`` needs the evaluator's true identity of every training
     tracklet; a ConfigError names what is missing."""
-    path = partitions / EVALUATOR_DIR / "train_identities.csv" if partitions else None
+    path = identities_file(partitions)
     if path is None or not path.is_file():
         where = f"{path} does not exist" if path else \
             "the server holds no partitions (dataset = 'devices')"
         raise ConfigError("incremental-labels = 'oracle' trains on the true identities from "
                           f"the evaluator's ground truth, and there is none: {where}")
+
+
+def true_classes(partitions: Path | None, ids: GlobalIds) -> np.ndarray:
+    """The oracle's global class per memory (gid order): its true identity, numbered 0..K-1;
+    a DatasetError names the file when a tracklet has none."""
+    truth = ground_truth(partitions, ids)
+    if truth is None or (truth < 0).any():
+        raise DatasetError(f"{identities_file(partitions)} holds no true identity for every "
+                           "training tracklet: incremental-labels = 'oracle' needs them")
+    return np.unique(truth, return_inverse=True)[1].astype(np.int64)
 
 
 def oracle_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, int],
@@ -399,11 +415,7 @@ def oracle_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, i
     if not cameras:
         raise NodeError("no camera gave a usable memory bank: " + causes(refused))
     ids = GlobalIds.from_sizes({c: sizes[c] for c in cameras})
-    truth = ground_truth(partitions, ids)
-    if truth is None or (truth < 0).any():
-        raise ConfigError(f"incremental-labels = 'oracle': {partitions / EVALUATOR_DIR} has no "
-                          "true identity for every training tracklet")
-    _, classes = np.unique(truth, return_inverse=True)
+    classes = true_classes(partitions, ids)
     missing = {c: {"round": "memory", "cause": why} for c, why in refused.items()}
     summary = {
         "labels": "oracle",
