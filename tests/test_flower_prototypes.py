@@ -1,11 +1,16 @@
-"""``incremental-loss = "prototype"`` with ``incremental-labels = "oracle"`` through Flower's
-simulation engine (issue 17): the memory travels with the walking weights in the messages,
-the run is marked as an oracle run, no node sends anything but weights, centroids and ids,
-and the in-process driver trains the same model."""
+"""``incremental-loss = "prototype"`` through Flower's simulation engine (issue 17).
+
+With ``incremental-labels = "oracle"``: the memory travels with the walking weights in the
+messages, the run is marked as an oracle run, no node sends anything but weights, centroids
+and ids, and the in-process driver trains the same model. With the clusters: a run stopped in
+the middle of the incremental walk resumes from its checkpointed weights and memory and ends
+with the model an uninterrupted run trains.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,12 +85,11 @@ def test_privacy_covers_the_memory_on_the_wire(prototype_run):
                   {})
 
 
-def test_the_in_process_driver_trains_the_same_model(prototype_run,
-                                                    monkeypatch: pytest.MonkeyPatch):
+def same_as_the_driver(run: Path) -> None:
+    """The in-process driver, given the run's config, visits the same cameras and trains a
+    model that scores the same after the walk and after the incremental walk."""
     from dmnreid.experiments.driver import Network
 
-    monkeypatch.setenv("DMNREID_CACHE", str(prototype_run["cache"]))
-    run = prototype_run["dir"]
     network = Network(RunConfig.from_mapping(json.loads((run / "config.json").read_text())))
     walked = network.first_walk(network.initial_state())
     incremental, _ = network.incremental(walked.state)
@@ -95,6 +99,46 @@ def test_the_in_process_driver_trains_the_same_model(prototype_run,
     for stage, state in (("walk", walked.state), ("incremental", incremental.state)):
         scores = network.score(state)
         assert all(abs(scores[k] - metrics[stage][k]) < 1e-5 for k in SCORES), (stage, scores)
+
+
+def test_the_in_process_driver_trains_the_same_model(prototype_run,
+                                                    monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DMNREID_CACHE", str(prototype_run["cache"]))
+    same_as_the_driver(prototype_run["dir"])
+
+
+def test_a_run_on_the_clusters_resumes_with_its_memory(link: FlowerLink, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch):
+    """Stopped after its first incremental hop, resumed: the finished hops are kept, the
+    clusters and memory are read back rather than recomputed, and the model equals the
+    driver's uninterrupted one."""
+    hops = 5
+    config = {**PROTOTYPE, "incremental-labels": "clusters", "incremental-hops": hops,
+              "local-epochs": 3, "output-dir": str(tmp_path), "run-name": "proto-resume"}
+    run_id, _ = link.start_run(config, supernodes=CAMERAS, stream=False)
+    deadline, run = time.monotonic() + 600, None
+    while time.monotonic() < deadline and run is None:
+        found = list(tmp_path.glob("*-proto-resume/hops.jsonl"))
+        if found and any(h["phase"] == "incremental" for h in read_lines(found[0])):
+            run = found[0].parent
+        time.sleep(0.5)
+    assert run is not None, "the run never finished an incremental hop"
+    link.stop_run(run_id)
+    assert link.wait(run_id) != "finished:completed"
+    before = [h for h in read_lines(run / "hops.jsonl") if h["phase"] == "incremental"]
+    assert 1 <= len(before) < hops
+    clusters = (run / "clusters.npz").read_bytes()
+
+    resumed, log = link.start_run({"resume-from": str(run)}, supernodes=CAMERAS)
+    assert link.wait(resumed) == "finished:completed", log[-3000:]
+    after = [h for h in read_lines(run / "hops.jsonl") if h["phase"] == "incremental"]
+    assert [h["hop"] for h in after] == list(range(hops))
+    # finished hops kept (the last may be redone: stopped between its record and checkpoint)
+    assert after[: len(before) - 1] == before[: len(before) - 1]
+    assert (run / "clusters.npz").read_bytes() == clusters  # not clustered again
+    assert json.loads((run / "clustering.json").read_text())["labels"] == "clusters"
+    monkeypatch.setenv("DMNREID_CACHE", link.env["DMNREID_CACHE"])
+    same_as_the_driver(run)
 
 
 def test_the_oracle_is_refused_without_ground_truth(tmp_path: Path):
