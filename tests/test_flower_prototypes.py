@@ -112,7 +112,7 @@ def test_a_run_on_the_clusters_resumes_with_its_memory(link: FlowerLink, tmp_pat
     """Stopped after its first incremental hop, resumed: the finished hops are kept, the
     clusters and memory are read back rather than recomputed, and the model equals the
     driver's uninterrupted one."""
-    hops = 5
+    hops = 4
     config = {**PROTOTYPE, "incremental-labels": "clusters", "incremental-hops": hops,
               "local-epochs": 3, "output-dir": str(tmp_path), "run-name": "proto-resume"}
     run_id, _ = link.start_run(config, supernodes=CAMERAS, stream=False)
