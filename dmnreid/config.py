@@ -23,6 +23,7 @@ CHOICES = {
     "incremental_head": ("reinit", "travel"),
     "incremental_labels": ("clusters", "local", "oracle"),
     "incremental_loss": ("softmax", "prototype"),
+    "prototype_negatives": ("all", "camera"),
     "unify": ("pick-one", "average"),
     "flood_reach": ("edges", "sets"),
     "memory_features": ("plain", "centred"),
@@ -187,6 +188,7 @@ class RunConfig:
     prototype_temperature: float = 0.05
     prototype_momentum: float = 0.2
     prototype_cameras: bool = True
+    prototype_negatives: str = "all"
     unify: str = "pick-one"
     # server
     eval_every: int = 6
@@ -297,6 +299,9 @@ class RunConfig:
             raise ConfigError("incremental-loss = 'prototype' trains against the centroids of "
                               "global classes: it needs incremental-labels = 'clusters' or "
                               "'oracle', not 'local'")
+        if self.prototype_negatives == "camera" and not self.prototype_cameras:
+            raise ConfigError("prototype-negatives = 'camera' keeps this camera's own entries "
+                              "as the negatives: it needs prototype-cameras = true")
         if self.run_name and not RUN_NAME.fullmatch(self.run_name):
             raise ConfigError(f"run-name = {self.run_name!r}: use letters, digits, '.', '_' "
                               "and '-' only, not starting with '.' (it names a folder)")

@@ -162,7 +162,8 @@ def _prototype_hop(directory: Path, camera: int, cfg: RunConfig, weights: Path |
     if cfg.bn_statistics == "update":
         own_statistics(model, images, cfg, hop)
     objective = prototype_objective(targets.memory, camera, distinct,
-                                    cfg.prototype_temperature, device)
+                                    cfg.prototype_temperature, device,
+                                    cfg.prototype_negatives)
     stats = train_local(model, images, torch.from_numpy(of_tracklet)[labels],
                         hop_config(cfg, hop), device=device, objective=objective)
     trained = walking_state(model, cfg.freeze_stem, cfg.bn_mode)

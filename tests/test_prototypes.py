@@ -10,7 +10,9 @@ from dmnreid.memory.prototypes import (
     NO_CAMERA,
     PrototypeMemory,
     build_memory,
+    candidates,
     positives,
+    prototype_loss,
     prototype_objective,
     refreshed,
 )
@@ -55,6 +57,33 @@ def test_positives_are_the_other_cameras_entries_or_the_own_one_when_alone():
                              [False, False, True, False]]   # cluster 1: seen by camera 1 only
     plain = positives(build_memory(BANKS, CLASSES, camera_aware=False), 1, np.array([0, 1]))
     assert plain.tolist() == [[True, False, False], [False, True, False]]
+
+
+def test_negatives_from_this_camera_leave_the_other_cameras_unmerged_entries_out():
+    """Camera 1's sample of cluster 0: its positive is camera 3's entry of cluster 0; with
+    ``camera`` negatives the softmax runs over that and camera 1's own entries, so camera 3's
+    entry of cluster 2 (which may be the same person, unmerged) neither counts nor moves the
+    loss; with ``all`` it does."""
+    memory = build_memory(BANKS, CLASSES, camera_aware=True)
+    mask = positives(memory, 1, np.array([0]))
+    among = candidates(memory, 1, mask, "camera")
+    assert among.tolist() == [[True, True, True, False]]
+    assert candidates(memory, 1, mask, "all").all()
+    features = torch.tensor([[1.0, 0.2, 0.1]])
+    vectors = torch.from_numpy(memory.vectors)
+    moved = vectors.clone()
+    moved[3] = torch.nn.functional.normalize(features, dim=1)[0]  # camera 3, cluster 2
+    loss = prototype_loss(features, vectors, mask, 0.1, among)
+    logits = torch.nn.functional.normalize(features, dim=1) @ vectors[:3].T / 0.1
+    assert loss.item() == pytest.approx(-torch.log_softmax(logits, 1)[0, 1].item(), rel=1e-5)
+    assert prototype_loss(features, moved, mask, 0.1, among).item() == pytest.approx(loss.item())
+    assert prototype_loss(features, moved, mask, 0.1).item() > \
+        prototype_loss(features, vectors, mask, 0.1).item()
+    with pytest.raises(ValueError, match="camera-aware"):
+        candidates(build_memory(BANKS, CLASSES, camera_aware=False), 1, mask, "camera")
+    with pytest.raises(ConfigError, match="prototype-cameras = true"):
+        RunConfig(incremental_loss="prototype", prototype_negatives="camera",
+                  prototype_cameras=False).validate()
 
 
 def test_a_hop_moves_only_its_own_entries_by_momentum():

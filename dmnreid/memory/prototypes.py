@@ -101,11 +101,28 @@ def positives(memory: PrototypeMemory, camera: int, cluster: np.ndarray) -> torc
     return torch.where(alone, same, elsewhere)
 
 
+def candidates(memory: PrototypeMemory, camera: int, mask: torch.Tensor,
+               negatives: str) -> torch.Tensor:
+    """(B, E) bool: the entries each sample's softmax runs over. ``all``: every entry.
+    ``camera``: the positives and this camera's own entries only. Inside a camera the local
+    labels are the truth (one tracklet per person), so its entries are true negatives; an
+    entry of another camera that the clustering left unmerged may be the same person (a
+    false negative the loss would push away)."""
+    if negatives == "all":
+        return torch.ones_like(mask)
+    if not memory.camera_aware:
+        raise ValueError("negatives from this camera only need camera-aware entries")
+    return mask | torch.from_numpy(memory.cameras == camera)[None, :]
+
+
 def prototype_loss(features: torch.Tensor, vectors: torch.Tensor, mask: torch.Tensor,
-                   temperature: float) -> torch.Tensor:
-    """Mean over the batch of -log of the softmax mass (over all entries) on the positives:
-    a temperature-scaled non-parametric classifier with the centroids as its weights."""
+                   temperature: float, among: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the batch of -log of the softmax mass (over the entries in ``among``, all by
+    default) on the positives: a temperature-scaled non-parametric classifier with the
+    centroids as its weights."""
     logits = nn.functional.normalize(features, dim=1) @ vectors.T / temperature
+    if among is not None:
+        logits = logits.masked_fill(~among, float("-inf"))
     log_all = torch.logsumexp(logits, dim=1)
     log_pos = torch.logsumexp(logits.masked_fill(~mask, float("-inf")), dim=1)
     return (log_all - log_pos).mean()
@@ -129,20 +146,22 @@ def refreshed(memory: PrototypeMemory, camera: int, bank: np.ndarray, classes: n
 
 
 def prototype_objective(memory: PrototypeMemory, camera: int, clusters: np.ndarray,
-                        temperature: float, device: torch.device
+                        temperature: float, device: torch.device, negatives: str = "all"
                         ) -> Callable[[ReidNet, torch.Tensor, torch.Tensor],
                                       tuple[torch.Tensor, torch.Tensor]]:
     """The hop's objective on ``camera``: targets index ``clusters`` (the camera's distinct
-    global classes); a prediction is correct when the nearest entry is a positive."""
+    global classes); a prediction is correct when the nearest candidate entry is a positive."""
     vectors = torch.from_numpy(memory.vectors).to(device)
-    table = positives(memory, camera, clusters).to(device)
+    table = positives(memory, camera, clusters)
+    among = candidates(memory, camera, table, negatives).to(device)
+    table = table.to(device)
 
     def objective(model: ReidNet, x: torch.Tensor, y: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         features = model.features(x)
         mask = table[y]
-        loss = prototype_loss(features, vectors, mask, temperature)
-        nearest = (features.detach() @ vectors.T).argmax(1, keepdim=True)
-        return loss, mask.gather(1, nearest).sum()
+        loss = prototype_loss(features, vectors, mask, temperature, among[y])
+        similarity = (features.detach() @ vectors.T).masked_fill(~among[y], float("-inf"))
+        return loss, mask.gather(1, similarity.argmax(1, keepdim=True)).sum()
 
     return objective
