@@ -159,9 +159,9 @@ def prototype_objective(memory: PrototypeMemory, camera: int, clusters: np.ndarr
     def objective(model: ReidNet, x: torch.Tensor, y: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         features = model.features(x)
-        mask = table[y]
-        loss = prototype_loss(features, vectors, mask, temperature, among[y])
-        similarity = (features.detach() @ vectors.T).masked_fill(~among[y], float("-inf"))
+        mask, allowed = table[y], among[y]
+        loss = prototype_loss(features, vectors, mask, temperature, allowed)
+        similarity = (features.detach() @ vectors.T).masked_fill(~allowed, float("-inf"))
         return loss, mask.gather(1, similarity.argmax(1, keepdim=True)).sum()
 
     return objective
