@@ -15,7 +15,7 @@ from dmnreid.data_prep.records import DatasetError
 from dmnreid.experiments import driver
 from dmnreid.experiments.ablation import ROWS
 from dmnreid.experiments.cli import main
-from dmnreid.experiments.driver import Network
+from dmnreid.experiments.driver import Network, correct_merges
 from dmnreid.experiments.settings import parse_overrides, run_config
 from dmnreid.strategies import clustering
 from tests.conftest import EXPERIMENT, EXPERIMENT_CONFIG
@@ -69,6 +69,19 @@ def test_only_the_oracle_reads_the_true_identities(monkeypatch: pytest.MonkeyPat
             start)[0].state, state), source
     with pytest.raises(DatasetError, match=r"train_identities\.csv"):
         network.with_config(incremental_labels="oracle").incremental(start)
+    with pytest.raises(DatasetError, match=r"train_identities\.csv.*wrong merges"):
+        network.with_config(incremental_labels="clusters").with_correct_merges_only() \
+            .incremental(start)
+
+
+def test_undoing_wrong_merges_splits_each_cluster_into_its_correct_parts():
+    """Memories 0-1-2-3 form one cluster through the edges 0-1, 1-2, 2-3 where 1-2 joins two
+    identities; 4-5 is right. Dropping 1-2 leaves {0, 1}, {2, 3}, {4, 5} and the singleton 6,
+    each named by its smallest memory."""
+    edges = np.array([[0, 1], [1, 2], [2, 3], [4, 5]])
+    truth = np.array([7, 7, 8, 8, 9, 9, 7])
+    assert correct_merges(edges, truth).tolist() == [0, 0, 2, 2, 4, 4, 6]
+    assert correct_merges(np.empty((0, 2), np.int64), truth).tolist() == list(range(7))
 
 
 def test_triangle_relation_beats_plain_mutual_top1_precision():
@@ -102,7 +115,7 @@ def test_ablation_writes_its_tables_and_continues_after_an_interruption(tmp_path
     assert dict(zip(runs["row"], runs["labels"], strict=True)) == {
         "baseline": "none", "rw": "local", "rw+t": "local", "rw+t+i": "clusters",
         "control": "local", "oracle": "truth", "upper-bound": "truth", "proto": "clusters",
-        "oracle-proto": "truth"}
+        "oracle-proto": "truth", "proto-correct": "clusters+truth"}
     summary = pd.read_csv(out / "ablation.csv")
     assert {"row", "bn-mode", "mAP", "mAP_std", "seeds"} <= set(summary)
     assert "paper-mAP" not in summary  # synthetic data: the paper has no figures for it
@@ -121,6 +134,14 @@ def test_ablation_writes_its_tables_and_continues_after_an_interruption(tmp_path
     assert results["proto"]["clusterings"] == results["rw+t+i"]["clusterings"]
     assert results["proto"]["mAP"] != results["rw+t+i"]["mAP"]
     assert results["oracle-proto"]["clusterings"] == results["oracle"]["clusterings"]
+    # the same clusters with their wrong merges undone: pure, as many correct pairs at most
+    clusters, correct = results["proto"]["clusterings"][0], \
+        results["proto-correct"]["clusterings"][0]
+    assert clusters["precision"] < 1.0 == correct["precision"]
+    assert correct["wrong_merges_undone"] and "wrong_merges_undone" not in clusters
+    assert correct["pairs_predicted"] == correct["pairs_correct"] <= clusters["pairs_correct"]
+    assert correct["clusters"] > clusters["clusters"]
+    assert results["proto-correct"]["mAP"] != results["proto"]["mAP"]
     # the memory travels both ways on every incremental hop: its bytes are in train-MB
     entries = results["proto"]["clusterings"][0]["clusters"]  # at least one entry each
     assert results["proto"]["memory-KB"] >= entries * 512 * 2 / 1e3  # float16 vectors

@@ -9,9 +9,13 @@ over seeds, with three rows that show where the headroom is.
   identities, as many images seen as rw+t+i (not federated: the limit of data and network);
 - ``proto`` and ``oracle-proto``: the incremental walk with ``incremental-loss =
   "prototype"`` (a cluster memory that travels with the weights, issue 17) on the clusters,
-  and on the true identities.
+  and on the true identities;
+- ``proto-correct``: ``proto`` on the same clusters with their wrong merges undone by the
+  true identities (precision 1, the clusters' recall or less): tells whether the clusters'
+  wrong merges or their missing ones keep ``proto`` from ``oracle-proto``.
 
-Only ``oracle``, ``oracle-proto`` and ``upper-bound`` read true identities for training;
+Only ``oracle``, ``oracle-proto``, ``proto-correct`` and ``upper-bound`` read true identities
+for training;
 every other row uses what a Flower run's nodes have (``labels`` in each result says which).
 
 ``--walk-strategies random-walk,fedavg`` also trains the rows that walk (rw, rw+t, rw+t+i,
@@ -45,13 +49,14 @@ from dmnreid.experiments.store import Store
 from dmnreid.experiments.upper_bound import train_upper_bound
 
 ROWS = ("baseline", "rw", "rw+t", "rw+t+i", "control", "oracle", "upper-bound", "proto",
-        "oracle-proto")
+        "oracle-proto", "proto-correct")
 # the incremental rows' incremental-labels
 INCREMENTAL = {"rw+t+i": "clusters", "control": "local", "oracle": "oracle",
                "proto": "clusters", "oracle-proto": "oracle"}
 BN_MODES = ("shared", "camera")
 # where each row's training labels come from (a results column)
 LABELS = {"baseline": "none", "rw": "local", "rw+t": "local", "upper-bound": "truth",
+          "proto-correct": "clusters+truth",
           **{row: "truth" if labels == "oracle" else labels
              for row, labels in INCREMENTAL.items()}}
 STRATEGIES = ("random-walk", "fedavg")
@@ -154,19 +159,24 @@ class SeedRun:
             state = self.store.state(*self.where, "rw+t")
         return result, state
 
-    def incremental(self, labels: str, **changes: object) -> tuple[Network, Walked, dict]:
-        """The incremental walk from rw+t's weights on ``incremental-labels = labels``; the
-        network it ran on, the walk, and the fields every incremental result holds."""
+    def incremental(self, labels: str, correct_merges_only: bool = False,
+                    **changes: object) -> tuple[Network, Walked, dict]:
+        """The incremental walk from rw+t's weights on ``incremental-labels = labels`` (the
+        clusters' wrong merges undone with ``correct_merges_only``); the network it ran on,
+        the walk, and the fields every incremental result holds."""
         start, state = self.walked_with_style()
         network = self.network(True, incremental_labels=labels, **changes)
+        if correct_merges_only:
+            network = network.with_correct_merges_only()
         walked, clusterings = network.incremental(state)
         costs = {key: start.get(key, float("nan")) + value  # rw+t's part, then this walk's
                  for key, value in self.costs(network, walked).items()}
         return network, walked, {**costs, "clusterings": clusterings,
                                  "seconds-before": start.get("seconds", float("nan"))}
 
-    def _incremental(self, labels: str, **changes: object) -> tuple[dict, dict]:
-        network, walked, extra = self.incremental(labels, **changes)
+    def _incremental(self, labels: str, correct_merges_only: bool = False,
+                     **changes: object) -> tuple[dict, dict]:
+        network, walked, extra = self.incremental(labels, correct_merges_only, **changes)
         return network.score(walked.state), extra
 
     def _rw_t_i(self) -> tuple[dict, dict]:
@@ -183,6 +193,9 @@ class SeedRun:
 
     def _oracle_proto(self) -> tuple[dict, dict]:
         return self._incremental("oracle", incremental_loss="prototype")
+
+    def _proto_correct(self) -> tuple[dict, dict]:
+        return self._incremental("clusters", True, incremental_loss="prototype")
 
     def _upper_bound(self) -> tuple[dict, dict]:
         incremental = self.row("rw+t+i")
@@ -273,4 +286,5 @@ def _notes(cfg: RunConfig, frame: pd.DataFrame) -> str:
             "with as many images seen as rw+t+i (not a federated method); proto and "
             "oracle-proto: the incremental walk against a travelling cluster-prototype "
             "memory (incremental-loss = prototype) on the clusters and on the true "
-            "identities.")
+            "identities; proto-correct: proto on the clusters with their wrong merges undone "
+            "by the true identities.")

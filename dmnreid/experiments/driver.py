@@ -8,7 +8,10 @@ so for the same settings the scores equal those of a Flower run with server-side
 
 Where the incremental walk's labels come from is explicit (:class:`Labels`): the clusters
 (the paper), local labels (a control: the walk goes on), or the true identities (an oracle
-for experiments; only this path reads them, and a Flower run has no such option).
+for experiments; only this path reads them, and a Flower run has no such option). A network
+made with ``correct_merges_only`` undoes the clusters' wrong merges with the true identities
+(experiments only): the same clustering at precision 1, to tell wrong merges from missing
+ones.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from dmnreid.compute import resolve_device
 from dmnreid.config import ConfigError, RunConfig
 from dmnreid.data_prep.partition import load_node, read_partition
+from dmnreid.data_prep.records import DatasetError
 from dmnreid.experiments.settings import configured
 from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import Pairs, cluster_distributed
@@ -40,7 +44,12 @@ from dmnreid.reid.evaluator import Evaluator
 from dmnreid.reid.model import ReidNet, build_model, load_walking_state, walking_state
 from dmnreid.server_app import pretrained_file
 from dmnreid.strategies.camera_training import aggregated_state
-from dmnreid.strategies.clustering import graph_clusters, ground_truth, true_classes
+from dmnreid.strategies.clustering import (
+    graph_clusters,
+    ground_truth,
+    identities_file,
+    true_classes,
+)
 from dmnreid.strategies.evaluation import evaluate_state
 from dmnreid.strategies.style import held_out_images, mean_gaps, measure_gaps
 from dmnreid.strategies.walk_strategy import hop_order
@@ -104,6 +113,13 @@ class Network:
         self.model: ReidNet = build_model(cfg.arch, self.weights, 1, cfg.freeze_stem)
         self.evaluator = Evaluator(partitions, cfg.image_height, cfg.image_width,
                                    device=resolve_device(cfg.device))
+        self.correct_merges_only = False
+
+    def with_correct_merges_only(self) -> Network:
+        """This network with every clustering's wrong merges undone (reads the truth)."""
+        other = copy.copy(self)
+        other.correct_merges_only = True
+        return other
 
     def with_config(self, **changes: object) -> Network:
         """This network under other settings (``style_transfer``, ``alpha``...): the same
@@ -286,13 +302,21 @@ class Network:
         summary = {"edges_mutual": result.edges_mutual, "edges_kept": result.edges_kept,
                    "clusters": result.clusters, "rounds": len(rounds)}
         truth = ground_truth(self.partitions, result.ids)
+        cluster_of = result.cluster_of
+        if self.correct_merges_only:
+            if truth is None or (truth < 0).any():
+                raise DatasetError(f"{identities_file(self.partitions)} holds no true "
+                                   "identity for every training tracklet: undoing the "
+                                   "clusters' wrong merges needs them")
+            cluster_of = correct_merges(result.kept_edges, truth)
+            summary["wrong_merges_undone"] = True
         if truth is not None:
             mutual = cluster_scores(graph_clusters(Pairs(*result.mutual_edges.T),
                                                    result.ids.total), truth)
-            summary.update(cluster_scores(result.cluster_of, truth),
+            summary.update(cluster_scores(cluster_of, truth),
                            mutual_top1_precision=mutual["precision"],
                            mutual_top1_recall=mutual["recall"])
-        _, flat = np.unique(result.cluster_of, return_inverse=True)
+        _, flat = np.unique(cluster_of, return_inverse=True)
         return Labels("clusters", result.ids.split(flat.astype(np.int64)),
                       int(flat.max()) + 1, summary, banks)
 
@@ -306,6 +330,13 @@ class Network:
             if state is not None and self.cfg.incremental_loss == "prototype" else None
         return Labels("oracle", ids.split(flat), int(flat.max()) + 1,
                       {"clusters": int(flat.max()) + 1}, banks)
+
+
+def correct_merges(edges: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The clustering the kept ``edges`` (E, 2 gids) give once every edge between two true
+    identities is dropped: each cluster splits into its correctly merged parts."""
+    right = edges[truth[edges[:, 0]] == truth[edges[:, 1]]]
+    return graph_clusters(Pairs(right[:, 0], right[:, 1]), len(truth))
 
 
 def _record(step: int, camera: int, result: HopResult) -> dict:
