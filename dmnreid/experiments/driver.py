@@ -31,7 +31,6 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from dmnreid.compute import resolve_device
 from dmnreid.config import ConfigError, RunConfig
 from dmnreid.data_prep.partition import load_node, read_partition
-from dmnreid.data_prep.records import DatasetError
 from dmnreid.experiments.settings import configured
 from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import Pairs, cluster_distributed
@@ -44,12 +43,7 @@ from dmnreid.reid.evaluator import Evaluator
 from dmnreid.reid.model import ReidNet, build_model, load_walking_state, walking_state
 from dmnreid.server_app import pretrained_file
 from dmnreid.strategies.camera_training import aggregated_state
-from dmnreid.strategies.clustering import (
-    graph_clusters,
-    ground_truth,
-    identities_file,
-    true_classes,
-)
+from dmnreid.strategies.clustering import graph_clusters, ground_truth, true_classes
 from dmnreid.strategies.evaluation import evaluate_state
 from dmnreid.strategies.style import held_out_images, mean_gaps, measure_gaps
 from dmnreid.strategies.walk_strategy import hop_order
@@ -304,11 +298,8 @@ class Network:
         truth = ground_truth(self.partitions, result.ids)
         cluster_of = result.cluster_of
         if self.correct_merges_only:
-            if truth is None or (truth < 0).any():
-                raise DatasetError(f"{identities_file(self.partitions)} holds no true "
-                                   "identity for every training tracklet: undoing the "
-                                   "clusters' wrong merges needs them")
-            cluster_of = correct_merges(result.kept_edges, truth)
+            cluster_of = correct_merges(result.kept_edges,
+                                        true_classes(self.partitions, result.ids))
             summary["wrong_merges_undone"] = True
         if truth is not None:
             mutual = cluster_scores(graph_clusters(Pairs(*result.mutual_edges.T),

@@ -393,7 +393,8 @@ def true_classes(partitions: Path | None, ids: GlobalIds) -> np.ndarray:
     truth = ground_truth(partitions, ids)
     if truth is None or (truth < 0).any():
         raise DatasetError(f"{identities_file(partitions)} holds no true identity for every "
-                           "training tracklet: incremental-labels = 'oracle' needs them")
+                           "training tracklet: incremental-labels = 'oracle' and undoing the "
+                           "clusters' wrong merges (experiments) need them")
     return np.unique(truth, return_inverse=True)[1].astype(np.int64)
 
 
