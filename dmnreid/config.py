@@ -85,6 +85,7 @@ RANGES = {
     "image_width": IMAGE_SIDE,
     "source_ids": Range(1, MAX_SYNTHETIC_IDS - 1),
     "source_epochs": AT_LEAST_ONE,
+    "source_seed": Range(0, 2**31 - 1),
     "style_iterations": AT_LEAST_ONE,
     "style_batch_size": AT_LEAST_ONE,
     "style_height": Range(4, MAX_IMAGE_SIDE),
@@ -148,6 +149,7 @@ class RunConfig:
     image_width: int = 32
     source_ids: int = 300
     source_epochs: int = 8
+    source_seed: int = 0
     # style transfer (paper 3.1): a CycleGAN per node toward the target camera
     style_transfer: bool = True
     style_use: str = "both"

@@ -5,7 +5,9 @@
     style_grid.png       test images of each camera, original above translated
     hops.jsonl           one line per random-walk hop
     evaluations.jsonl    one line per evaluation (stage, hop, rank1/5/10, mAP)
-    metrics.json/.csv    the headline results (baseline, final, ...)
+    metrics.json/.csv    the headline results (baseline, final, ...); metrics.json also
+                         what they were computed from (``provenance``: the pretrained
+                         weights' and stand-in's sha256, CPU capability, torch's version)
     walking.json         size of the walking state, and of the BN statistics in it
     checkpoints/         walking weights after every hop (the latest kept), for resume;
                          final.pt: the final (unified) model
@@ -32,6 +34,7 @@ CHECKPOINT = "checkpoints/latest.pt"
 FINAL_MODEL = "checkpoints/final.pt"
 WALKING_JSON = "walking.json"
 REEVALUATIONS = "re-evaluations.jsonl"
+PROVENANCE = "provenance"  # metrics.json: what the run computed from, not a stage
 
 
 def _load(path: Path) -> dict:
@@ -150,7 +153,7 @@ class RunDir:
         """metrics.json as given, metrics.csv as one row per stage."""
         self.write_json("metrics.json", metrics)
         rows = [{"stage": stage, **values} for stage, values in metrics.items()
-                if isinstance(values, dict)]
+                if isinstance(values, dict) and stage != PROVENANCE]
         pd.DataFrame(rows).to_csv(self.path / "metrics.csv", index=False)
 
     def plot_curve(self) -> None:

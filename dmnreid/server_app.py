@@ -38,6 +38,7 @@ from dmnreid.messages import (
     state_record,
 )
 from dmnreid.prepare import prepare_partitions
+from dmnreid.provenance import check_same_weights, run_provenance, short
 from dmnreid.reid.camera_bn import state_bytes, without_bn_statistics
 from dmnreid.reid.evaluator import Evaluator
 from dmnreid.reid.model import (
@@ -51,7 +52,7 @@ from dmnreid.reid.model import (
 )
 from dmnreid.reid.pretrain import ensure_source_weights
 from dmnreid.rounds import RoundsGrid, added
-from dmnreid.run_dir import REEVALUATIONS, WALKING_JSON, RunDir
+from dmnreid.run_dir import PROVENANCE, REEVALUATIONS, WALKING_JSON, RunDir
 from dmnreid.strategies.camera_training import CameraFedAvg, CameraWalk, train_steps
 from dmnreid.strategies.clustering import GlobalLabels, check_oracle, cluster_phase, oracle_phase
 from dmnreid.strategies.evaluation import evaluate_state
@@ -108,6 +109,25 @@ def open_run(cfg: RunConfig) -> RunDir:
     run.write_json("config.json", cfg.to_mapping())
     log(INFO, "Run directory: %s", run.path)
     return run
+
+
+def with_provenance(cfg: RunConfig, record: dict) -> dict:
+    """The run's metrics so far (a resumed run's, or none), with what it is computed from
+    (``provenance``). A resumed run must go on from the weights it started from (each resume
+    adds its kernel path); one from before runs recorded them goes on with a warning."""
+    if not cfg.resume_from:
+        return {PROVENANCE: record}
+    path = Path(cfg.resume_from).expanduser()
+    metrics = RunDir.resume(path).read_json("metrics.json")
+    saved = metrics.get(PROVENANCE)
+    if not saved:
+        log(WARNING, "%s does not record the pretrained weights it started from; it goes on "
+            "with %s (sha256 %s)", path, cfg.pretrained_weights, short(record["weights-sha256"]))
+        return {**metrics, PROVENANCE: record}
+    check_same_weights(saved, record, f"The run {path}")
+    saved.setdefault("resumed", []).append(
+        {k: record[k] for k in ("cpu-capability", "torch", "python")})
+    return metrics
 
 
 def pretrained_file(cfg: RunConfig) -> Path | None:
@@ -492,6 +512,7 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
         check_oracle(partitions)
     weights = pretrained_file(cfg)
     sha256 = weights_digest(weights) if weights else ""  # hashed once: it names the weights
+    metrics = with_provenance(cfg, run_provenance(cfg, weights, sha256))
     model = build_model(cfg.arch, weights, 1, cfg.freeze_stem)
     saved = saved_network(cfg)
     network = discover_nodes(grid, expected_cameras(cfg, partitions), partitions,
@@ -507,9 +528,10 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
         roster=make_roster(cfg, network, saved, partitions), model=model,
         evaluator=server_evaluator(cfg, partitions),
         base_config=node_settings(cfg, partitions, run, sha256),
-        metrics=run.read_json("metrics.json"),
+        metrics=metrics,
     )
     roster = session.roster
+    run.write_metrics(metrics)
 
     def rejoin(node: int, camera: int) -> None:  # a camera back needs the weights first
         sent = distribute_weights(grid, [(node, camera)], weights, session.base_config,

@@ -12,7 +12,7 @@ import torch
 
 from dmnreid.config import ConfigError
 from dmnreid.data_prep.records import DatasetError
-from dmnreid.experiments import driver
+from dmnreid.experiments import driver, tables
 from dmnreid.experiments.ablation import ROWS
 from dmnreid.experiments.cli import main
 from dmnreid.experiments.driver import Network, correct_merges
@@ -208,3 +208,52 @@ def test_ablation_compares_the_walk_with_fedavg(tmp_path: Path):
     assert (out / "strategies.png").stat().st_size > 0
     assert "rw" in (out / "ablation.md").read_text()  # the main table: the random walk's
     assert "fedavg" not in (out / "ablation.md").read_text()
+
+
+def test_a_table_refuses_to_average_two_stand_ins():
+    rows = pd.DataFrame({"bn-mode": ["camera"] * 3, "row": ["rw"] * 3, "seed": [0, 1, 2],
+                         "mAP": [40.0, 41.0, 47.0], "source-seed": [0, 0, 0],
+                         "stand-in-sha256": ["a" * 64, "a" * 64, "b" * 64]})
+    with pytest.raises(ConfigError, match=r"aaaaaaaaaaaa \(.*seed 0\) and bbbbbbbbbbbb \("):
+        tables.summarise(rows, ["bn-mode", "row"])
+    older = rows.drop(columns="stand-in-sha256").iloc[:1]  # a row from before the records
+    with pytest.raises(ConfigError, match="unrecorded"):
+        tables.summarise(pd.concat([older, rows.iloc[1:2]]), ["bn-mode", "row"])
+    # two stand-ins on purpose (--stand-in-seeds): one sha per source-seed, averaged
+    summary = tables.summarise(rows.assign(**{"source-seed": [0, 0, 1]}), ["bn-mode", "row"],
+                               ("mAP",))
+    assert summary["stand-ins"].tolist() == [2] and summary["seeds"].tolist() == [3]
+
+
+def test_ablation_over_stand_in_seeds_records_each_and_refuses_a_foreign_row(
+        tmp_path: Path, capsys: pytest.CaptureFixture):
+    out = tmp_path / "ablation"
+    command = ["ablation", "--run-config", EXPERIMENT_CONFIG, "--run-config",
+               "pretrained-weights='synthetic-source' source-ids=6 source-epochs=1",
+               "--seeds", "0,1", "--bn-modes", "camera", "--rows", "baseline,rw",
+               "--stand-in-seeds", "0,1", "--out", str(out)]
+    assert main(command) == 0
+    runs = pd.read_csv(out / "ablation_runs.csv")
+    assert len(runs) == 8 and set(runs["source-seed"]) == {0, 1}
+    assert runs.groupby("source-seed")["stand-in-sha256"].nunique().tolist() == [1, 1]
+    assert runs["stand-in-sha256"].nunique() == 2 and runs["stand-in-sha256"].str.len().eq(
+        64).all()
+    assert set(runs["cpu-capability"]) == {torch.backends.cpu.get_cpu_capability()}
+    assert set(runs["torch"]) == {torch.__version__}
+    summary = pd.read_csv(out / "ablation.csv")
+    assert summary["stand-ins"].tolist() == [2, 2] and summary["seeds"].tolist() == [4, 4]
+    assert (out / "ablation_stand_ins.md").is_file()
+    # the baseline differs by stand-in only: each stand-in's two seeds agree
+    baseline = runs[runs["row"] == "baseline"].groupby("source-seed")["mAP"]
+    assert baseline.nunique().tolist() == [1, 1] and baseline.first().nunique() == 2
+
+    # a finished row made from another stand-in is refused, not averaged in
+    folder = out / "runs" / "camera" / "seed-1" / "stand-in-1" / "rw"
+    result = json.loads((folder / "result.json").read_text())
+    theirs = result["stand-in-sha256"]
+    result["stand-in-sha256"] = "f" * 64
+    (folder / "result.json").write_text(json.dumps(result))
+    capsys.readouterr()
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert "ffffffffffff" in error and theirs[:12] in error and str(folder) in error

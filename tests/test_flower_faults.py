@@ -170,7 +170,7 @@ def test_faulty_nodes_are_skipped_and_nothing_trained_elsewhere_is_lost(link: Fl
     assert set(unification["rejected"]) == {"3"}
     assert "non-finite" in unification["rejected"]["3"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) == {"baseline", "walk", "incremental", "final"}
+    assert set(metrics) == {"baseline", "walk", "incremental", "final", "provenance"}
     final = torch.load(run_dir / "checkpoints" / "final.pt", weights_only=True)
     assert not non_finite(final["state"])
 
@@ -230,7 +230,7 @@ def test_cameras_that_drop_out_are_left_out_and_rejoin(link: FlowerLink, tmp_pat
     assert {e["stage"] for e in evaluations} >= {"baseline", "walk", "incremental", "final"}
     assert all(set(e.get("missing-cameras", [])) <= {2, 3} for e in evaluations)
     assert set(json.loads((run_dir / "metrics.json").read_text())) == {
-        "baseline", "walk", "incremental", "final"}
+        "baseline", "walk", "incremental", "final", "provenance"}
 
 
 def test_refused_settings_leave_no_run_directory(link: FlowerLink, tmp_path: Path):

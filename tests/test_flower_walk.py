@@ -14,13 +14,14 @@ import time
 from itertools import pairwise
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from dmnreid.config import ConfigError, RunConfig
 from dmnreid.data_prep.partition import read_partition
 from dmnreid.reid.camera_bn import state_bytes
-from dmnreid.reid.model import build_model, stem_digest, walking_state
+from dmnreid.reid.model import build_model, stem_digest, walking_state, weights_digest
 from dmnreid.server_app import reevaluate
 from dmnreid.strategies.walk_strategy import hop_order
 from dmnreid.style.networks import ResnetGenerator
@@ -96,7 +97,15 @@ def test_only_the_walking_layers_travel_and_the_stem_stays_identical(tiny_run):
 
 def test_metrics_and_evaluations(tiny_run):
     metrics = json.loads((tiny_run["dir"] / "metrics.json").read_text())
-    assert set(metrics) == {"baseline", "walk", "incremental", "final"}
+    assert set(metrics) == {"baseline", "walk", "incremental", "final", "provenance"}
+    provenance = metrics.pop("provenance")  # what the scores were computed from
+    weights = Path(json.loads((tiny_run["dir"] / "config.json").read_text())[
+        "pretrained-weights"])
+    assert provenance["weights-sha256"] == weights_digest(weights)
+    assert provenance["stand-in-sha256"] == ""  # a weights file of its own, not the stand-in
+    assert (provenance["cpu-capability"], provenance["torch"]) == (
+        torch.backends.cpu.get_cpu_capability(), torch.__version__)
+    assert "provenance" not in pd.read_csv(tiny_run["dir"] / "metrics.csv")["stage"].tolist()
     for stage in metrics.values():
         assert set(stage) == SCORES
         assert all(0 <= v <= 100 for v in stage.values())
@@ -166,7 +175,8 @@ def test_resume_continues_from_the_last_checkpoint(link: FlowerLink, tmp_path: P
     assert list(network["left_out"]) == ["3"] and "resumed" in network["left_out"]["3"]
     assert json.loads((hops_file.parent / "config.json").read_text())["node-timeout"] == 300.0
     metrics = json.loads((hops_file.parent / "metrics.json").read_text())
-    assert set(metrics) == {"baseline", "walk", "final"}
+    assert set(metrics) == {"baseline", "walk", "final", "provenance"}
+    assert len(metrics["provenance"]["resumed"]) == 1  # the resume recorded its kernel path
     rounds = json.loads((hops_file.parent / "rounds.json").read_text())
     assert rounds["set-up"]["rounds"] == 2  # one query.info round per call: added up
     assert rounds["walk"]["rounds"] >= 6
@@ -237,7 +247,7 @@ def test_an_interrupted_style_phase_resumes_on_the_nodes(link: FlowerLink, tmp_p
     assert all(c["iterations"] == 300 for c in per_camera.values())
     assert any(c["resumed-from"] > 0 for c in per_camera.values()), per_camera
     assert set(json.loads((run_dir / "metrics.json").read_text())) == {
-        "baseline", "walk", "final"}
+        "baseline", "walk", "final", "provenance"}
 
 
 def test_rounds_per_phase(tiny_run):

@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from dmnreid.compute import device_name, resolve_device
-from dmnreid.config import ConfigError, RunConfig
+from dmnreid.config import ConfigError, RunConfig, defaults
 from dmnreid.experiments import plots, tables
 from dmnreid.experiments.driver import Network, Walked
 from dmnreid.experiments.paper import paper_rows
@@ -45,8 +45,10 @@ from dmnreid.experiments.settings import (
     run_config,
     seeds,
 )
+from dmnreid.experiments.stand_ins import check_reused
 from dmnreid.experiments.store import Store
 from dmnreid.experiments.upper_bound import train_upper_bound
+from dmnreid.provenance import provenance
 
 ROWS = ("baseline", "rw", "rw+t", "rw+t+i", "control", "oracle", "upper-bound", "proto",
         "oracle-proto", "proto-correct")
@@ -63,6 +65,7 @@ STRATEGIES = ("random-walk", "fedavg")
 WALKING_ROWS = ("rw", "rw+t", "rw+t+i", "control", "oracle")  # the rows a strategy changes
 COMPARED = ("rw", "rw+t", "rw+t+i")
 COSTS = ("train-MB", "seconds", "deployed-seconds")
+DEFAULTS = defaults()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated bn-mode values (default shared,camera)")
     parser.add_argument("--rows", default=",".join(ROWS),
                         help=f"comma-separated rows to run (default all: {','.join(ROWS)})")
+    parser.add_argument("--stand-in-seeds", default="",
+                        help="comma-separated source-seed values: every seed's rows are made "
+                             "from each of these stand-ins (pretrained once each), so that "
+                             "the spread includes the stand-in's (default: the run config's "
+                             "source-seed, 0)")
     parser.add_argument("--walk-strategies", default="random-walk",
                         help="comma-separated walk-strategy values (default random-walk); "
                              "with fedavg, the rows that walk are also trained with FedAvg "
@@ -92,6 +100,8 @@ class SeedRun:
     def __init__(self, cfg: RunConfig, store: Store, say: Callable[[str], None]) -> None:
         self.cfg, self.store, self.say = cfg, store, say
         self.where: tuple[str, ...] = (cfg.bn_mode, f"seed-{cfg.seed}")
+        if cfg.source_seed != DEFAULTS["source-seed"]:
+            self.where += (f"stand-in-{cfg.source_seed}",)
         if cfg.walk_strategy != "random-walk":
             self.where += (cfg.walk_strategy,)
         self._network: Network | None = None
@@ -103,8 +113,22 @@ class SeedRun:
             self._network = Network(self.cfg, self.say)
         return self._network.with_config(style_transfer=style, **changes)
 
+    def finished(self, *parts: str) -> dict | None:
+        """The result saved under ``where/parts``, or None; refused when it was made with
+        another stand-in than this machine's for these settings (where that is known)."""
+        done = self.store.result(*self.where, *parts)
+        if done is not None:
+            check_reused(done, self.store.root.joinpath(*self.where, *parts), self.cfg)
+        return done
+
+    def save(self, result: dict, *parts: str) -> dict:
+        """``result`` with what it was computed from (``provenance``), saved."""
+        return self.store.save_result(
+            {**result, **provenance(self.cfg, self.network(False).weights)},
+            *self.where, *parts)
+
     def row(self, name: str) -> dict:
-        done = self.store.result(*self.where, name)
+        done = self.finished(name)
         if done is not None:
             self.say(f"{name}: done before (mAP {done['mAP']:.1f})")
             return {"walk-strategy": "random-walk", **done}  # runs from before the option
@@ -120,7 +144,7 @@ class SeedRun:
                   "labels": LABELS[name], **scores, **extra,
                   "seconds": own, "device": device_name(resolve_device(self.cfg.device))}
         self.say(f"{name}: mAP {result['mAP']:.1f}, rank-1 {result['rank1']:.1f}")
-        return self.store.save_result(result, *self.where, name)
+        return self.save(result, name)
 
     def _baseline(self) -> tuple[dict, dict]:
         network = self.network(False)
@@ -152,7 +176,7 @@ class SeedRun:
     def walked_with_style(self) -> tuple[dict, dict]:
         """rw+t's result and weights (run now if its folder has none)."""
         state = self.store.state(*self.where, "rw+t")
-        result = self.store.result(*self.where, "rw+t")
+        result = self.finished("rw+t")
         if state is None or result is None:
             self.store.root.joinpath(*self.where, "rw+t", "result.json").unlink(missing_ok=True)
             result = self.row("rw+t")
@@ -219,16 +243,21 @@ def run(args: argparse.Namespace) -> int:
     strategies = _choices(args.walk_strategies, STRATEGIES, "--walk-strategies")
     store, printer = Store(args.out / "runs"), progress_printer("ablation")
     args.out.mkdir(parents=True, exist_ok=True)
+    stand_ins = seeds(args.stand_in_seeds, "--stand-in-seeds") if args.stand_in_seeds \
+        else [base.source_seed]
     results = []
     for bn_mode in bn_modes:
-        for seed in seeds(args.seeds):
-            for strategy in strategies:
-                cfg = configured(base, bn_mode=bn_mode, seed=seed, walk_strategy=strategy)
-                seed_run = SeedRun(cfg, store, printer(
-                    f"bn={bn_mode} seed={seed}" + ("" if strategy == "random-walk"
-                                                   else f" {strategy}")))
-                results += [seed_run.row(row) for row in rows
-                            if strategy == "random-walk" or row in WALKING_ROWS]
+        for stand_in in stand_ins:
+            for seed in seeds(args.seeds):
+                for strategy in strategies:
+                    cfg = configured(base, bn_mode=bn_mode, seed=seed, walk_strategy=strategy,
+                                     source_seed=stand_in)
+                    seed_run = SeedRun(cfg, store, printer(
+                        f"bn={bn_mode} seed={seed}"
+                        + (f" stand-in={stand_in}" if len(stand_ins) > 1 else "")
+                        + ("" if strategy == "random-walk" else f" {strategy}")))
+                    results += [seed_run.row(row) for row in rows
+                                if strategy == "random-walk" or row in WALKING_ROWS]
     frame = results_frame(results)
     frame.drop(columns=[c for c in ("style", "clusterings") if c in frame]).to_csv(
         args.out / "ablation_runs.csv", index=False)
@@ -242,10 +271,25 @@ def run(args: argparse.Namespace) -> int:
         summary = summary.merge(paper, on="row", how="left")
     text = tables.write(summary, args.out, "ablation", title="Ablation (paper Table 1)",
                         notes=_notes(base, frame))
+    if len(stand_ins) > 1:
+        text += "\n" + by_stand_in(frame, args.out)
     plots.grouped_bars(summary, "row", "bn-mode", "mAP", args.out / "ablation.png",
                        "mAP by stage (mean ± std over seeds)")
     print(text)
     return 0
+
+
+def by_stand_in(frame: pd.DataFrame, out: Path) -> str:
+    """``ablation_stand_ins.csv/md``: each row for each stand-in, mean ± std over seeds,
+    beside the spread of the stand-ins' means (the part of the spread the stand-in adds)."""
+    per = frame.assign(row=frame["row"].astype(str), **{"bn-mode": frame["bn-mode"].astype(str)})
+    summary = tables.summarise(per, ["bn-mode", "row", "source-seed"])
+    means = summary.groupby(["bn-mode", "row"], sort=False)["mAP"]
+    summary["mAP-spread-of-stand-ins"] = means.transform(lambda v: v.std(ddof=1))
+    return tables.write(summary, out, "ablation_stand_ins",
+                        title="Ablation by stand-in (source-seed)", notes=(
+        "Each stand-in's rows, mean ± std over seeds; mAP-spread-of-stand-ins: the standard "
+        "deviation of the stand-ins' mean mAP for that bn-mode and row."))
 
 
 def compare_strategies(frame: pd.DataFrame, cfg: RunConfig, out: Path) -> str:
@@ -265,8 +309,9 @@ def compare_strategies(frame: pd.DataFrame, cfg: RunConfig, out: Path) -> str:
                        "random walk vs FedAvg: mAP (mean ± std over seeds)")
     return tables.write(summary, out, "strategies", ("rank1", "mAP", *COSTS),
                         title="Random walk vs FedAvg", notes=(
-        f"{cfg.walk_hops} walk hops and {cfg.incremental_hops} incremental hops; FedAvg runs "
-        "round(hops / cameras) rounds of every camera, so both train about as many images. "
+        f"{tables.made_with(compared)}. {cfg.walk_hops} walk hops and "
+        f"{cfg.incremental_hops} incremental hops; FedAvg runs round(hops / cameras) rounds "
+        "of every camera, so both train about as many images. "
         "train-MB: the weights out and back for every node trained (clustering messages, the "
         "same for both, not counted); seconds: wall time in this process up to that stage "
         "(rw+t includes training the CycleGANs, rw+t+i includes rw+t); deployed-seconds: the "
@@ -277,6 +322,7 @@ def compare_strategies(frame: pd.DataFrame, cfg: RunConfig, out: Path) -> str:
 
 def _notes(cfg: RunConfig, frame: pd.DataFrame) -> str:
     return (f"Dataset {cfg.dataset}, {cfg.arch} at {cfg.image_height}x{cfg.image_width}, "
+            f"{tables.made_with(frame)}, "
             f"{cfg.walk_hops} walk hops + {cfg.incremental_hops} incremental hops of "
             f"{cfg.local_epochs} local epoch(s), seeds {sorted(set(frame['seed']))}. "
             "baseline: the pretrained weights (direct transfer); rw: random walk; +t: style "

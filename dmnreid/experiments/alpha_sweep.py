@@ -31,8 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def alpha_row(seed_run: SeedRun, alpha: int) -> dict:
     """One alpha of one seed, from the store when it finished before."""
-    where = (*seed_run.where, f"alpha-{alpha}")
-    done = seed_run.store.result(*where)
+    done = seed_run.finished(f"alpha-{alpha}")
     if done is not None:
         seed_run.say(f"alpha {alpha}: done before (mAP {done['mAP']:.1f})")
         return done
@@ -47,7 +46,7 @@ def alpha_row(seed_run: SeedRun, alpha: int) -> dict:
               **{k: first[k] for k in CLUSTER_COLUMNS}, **network.score(walked.state)}
     seed_run.say(f"alpha {alpha}: {result['clusters']} clusters ({result['true_ids']} true "
                  f"ids), precision {result['precision']:.3f}, mAP {result['mAP']:.1f}")
-    return seed_run.store.save_result(result, *where)
+    return seed_run.save(result, f"alpha-{alpha}")
 
 
 def plot(summary: pd.DataFrame, path) -> None:
@@ -85,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out / "alpha_runs.csv", index=False)
     text = tables.write(summary, args.out, "alpha", metrics=metrics, title="alpha sweep",
-                        notes=f"bn-mode {base.bn_mode}; precision and recall are pairwise, "
+                        notes=f"bn-mode {base.bn_mode}, {tables.made_with(frame)}; "
+                              "precision and recall are pairwise, "
                               "against the true identities of the training tracklets.")
     plot(summary, args.out / "alpha.png")
     print(text)

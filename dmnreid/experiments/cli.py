@@ -21,6 +21,8 @@ COMMANDS = {
                     "pick-one for every camera against the averaged model, over seeds"),
     "profile": ("dmnreid.experiments.profile",
                 "the paper's Tables 2 and 3: run times per image/batch and message sizes"),
+    "stand-in": ("dmnreid.experiments.stand_in",
+                 "whether this machine pretrains the stand-in docs/results were made with"),
 }
 
 

@@ -69,13 +69,13 @@ def configured(cfg: RunConfig, **changes: object) -> RunConfig:
                                    **{RunConfig.key(k): v for k, v in changes.items()}})
 
 
-def seeds(text: str) -> list[int]:
+def seeds(text: str, option: str = "--seeds") -> list[int]:
     try:
         values = [int(s) for s in text.split(",") if s.strip()]
     except ValueError as err:
-        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers") from err
-    if not values or len(set(values)) != len(values):
-        raise ConfigError(f"--seeds {text!r}: expected distinct seeds")
+        raise ConfigError(f"{option} {text!r}: expected comma-separated integers") from err
+    if not values or len(set(values)) != len(values) or min(values) < 0:
+        raise ConfigError(f"{option} {text!r}: expected distinct seeds, 0 or more")
     return values
 
 

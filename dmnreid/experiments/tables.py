@@ -7,19 +7,42 @@ from pathlib import Path
 
 import pandas as pd
 
+from dmnreid.experiments.stand_ins import check_one_stand_in
+from dmnreid.provenance import STAND_IN, short
+
 SCORES = ("rank1", "rank5", "rank10", "mAP")
 
 
 def summarise(results: pd.DataFrame, by: Sequence[str],
               metrics: Sequence[str] = SCORES) -> pd.DataFrame:
     """One row per group: ``<metric>`` mean, ``<metric>_std`` (sample standard deviation,
-    0 for one seed) and ``seeds``, in the order the groups first appear."""
+    0 for one seed), ``seeds`` (results averaged) and, where results come from several
+    stand-ins (``source-seed``), ``stand-ins``; in the order the groups first appear.
+    Refuses groups that would mix two stand-ins of one ``source-seed``."""
+    check_one_stand_in(results, by)
     grouped = results.groupby(list(by), sort=False)
     table = grouped[list(metrics)].mean()
     spread = grouped[list(metrics)].std(ddof=1).fillna(0.0).add_suffix("_std")
     table = table.join(spread)
     table["seeds"] = grouped.size()
+    if "source-seed" in results and results["source-seed"].nunique() > 1:
+        table["stand-ins"] = grouped["source-seed"].nunique()
     return table.reset_index()
+
+
+def made_with(results: pd.DataFrame) -> str:
+    """What the results were computed from, for a table's notes: each stand-in (by
+    ``source-seed``), the CPU capabilities and torch versions."""
+    if STAND_IN not in results:
+        return "stand-in not recorded"
+    parts = []
+    for column, label in (("source-seed", "source-seed"), ("cpu-capability", "CPU"),
+                          ("torch", "torch")):
+        if column in results:
+            values = sorted({str(v) for v in results[column].dropna()})
+            parts.append(f"{label} {'/'.join(values)}")
+    shas = sorted({short(v) for v in results[STAND_IN].fillna("")})
+    return f"stand-in {'/'.join(shas)} ({', '.join(parts)})"
 
 
 FRACTIONS = ("precision", "recall", "fscore", "nmi")  # in [0, 1]: three digits

@@ -28,8 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def unification_rows(seed_run: SeedRun) -> list[dict]:
     """Every camera's copy and the average, for one seed (from the store when finished)."""
-    where = (*seed_run.where, "unification")
-    done = seed_run.store.result(*where)
+    done = seed_run.finished("unification")
     if done is None:
         network, walked, _ = seed_run.incremental("clusters")
         seed = seed_run.cfg.seed
@@ -44,9 +43,10 @@ def unification_rows(seed_run: SeedRun) -> list[dict]:
         average = network.wire(average_states([walked.copies[c] for c in sorted(walked.copies)]))
         rows.append({"strategy": "average", "camera": None, "seeded-pick": False,
                      **network.score(average)})
-        done = seed_run.store.save_result(
-            {"seed": seed, "bn-mode": seed_run.cfg.bn_mode, "rows": rows}, *where)
-    return [{"seed": done["seed"], "bn-mode": done["bn-mode"], **row} for row in done["rows"]]
+        done = seed_run.save({"seed": seed, "bn-mode": seed_run.cfg.bn_mode, "rows": rows},
+                             "unification")
+    shared = {k: v for k, v in done.items() if k != "rows"}
+    return [{**shared, **row} for row in done["rows"]]
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     frame.to_csv(args.out / "unification_runs.csv", index=False)
     text = tables.write(summary_table(frame), args.out, "unification",
                         title="Unification: pick-one vs average",
-                        notes=f"bn-mode {base.bn_mode}. pick-one: mean ± std over seeds and "
+                        notes=f"bn-mode {base.bn_mode}, {tables.made_with(frame)}. pick-one: "
+                              "mean ± std over seeds and "
                               "cameras (every camera's copy scored), worst and best camera, "
                               "and the camera the seed picks; average: over seeds.")
     plot(frame, args.out / "unification.png")

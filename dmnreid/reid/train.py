@@ -59,11 +59,13 @@ def make_optimizer(model: ReidNet, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def train_local(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
                 on_epoch: Callable[[int, TrainStats], None] | None = None,
-                device: torch.device = CPU, objective: Objective = cross_entropy) -> TrainStats:
+                device: torch.device = CPU, objective: Objective = cross_entropy,
+                on_step: Callable[[int], None] | None = None) -> TrainStats:
     """Train ``model`` in place on uint8 images with labels (targets of ``objective``, on
     ``device``); returns mean loss and accuracy.
 
-    ``on_epoch`` receives the epoch index and the running statistics (for progress output).
+    ``on_epoch`` receives the epoch index and the running statistics (for progress output),
+    ``on_step`` the number of optimizer steps taken, after each (for snapshots).
     Stops with TrainingDiverged at the first non-finite loss, or when the trained weights
     hold a NaN or an infinity. Computes on ``device``; the model is back on the CPU after.
     """
@@ -72,12 +74,13 @@ def train_local(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg:
     if len(images) == 0:
         raise ValueError("no training images")
     with on_device(model, device):
-        return _train(model, images, labels, cfg, on_epoch, device, objective)
+        return _train(model, images, labels, cfg, on_epoch, device, objective, on_step)
 
 
 def _train(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
            on_epoch: Callable[[int, TrainStats], None] | None,
-           device: torch.device, objective: Objective) -> TrainStats:
+           device: torch.device, objective: Objective,
+           on_step: Callable[[int], None] | None) -> TrainStats:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     transform = train_augmentation(images.shape[2], images.shape[3])
@@ -101,6 +104,8 @@ def _train(model: ReidNet, images: torch.Tensor, labels: torch.Tensor, cfg: Trai
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if on_step is not None:
+                on_step(step)
             total_loss += float(loss.detach()) * len(idx)
             correct += float(hits)
             seen += len(idx)
