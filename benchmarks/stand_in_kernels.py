@@ -4,7 +4,8 @@ Pretrains the stand-in (``python -m dmnreid.reid.pretrain``, each in a process o
 under settings that force the kernel paths another machine would take: ATen's CPU capability,
 oneDNN's instruction set, MKL's branch, the thread count; unpinned (the recipe as it ran
 before the pinning) and pinned (``dmnreid.reid.kernels``) under a caller environment and CPU
-affinity as far apart as this machine allows. For each: the largest weight difference from
+affinity as far apart as this machine allows. For each: the largest difference of a learned
+weight from
 the first setting of its kind (unpinned or pinned) after one optimizer step, after one epoch
 and at the end, the sha256 of the
 weights, and the direct-transfer mAP they give on the default network (camera BN). Writes
@@ -82,8 +83,11 @@ def pretrain(setting: Setting, folder: Path, run_config_json: str, steps: list[i
 
 
 def max_difference(a: Path, b: Path) -> float:
+    """The largest difference between two stand-ins' learned weights (BN running statistics
+    left out: their scale is the activations', not the weights')."""
     one, other = (torch.load(p, weights_only=True) for p in (a, b))
-    return max(float((one[k].double() - other[k].double()).abs().max()) for k in one)
+    return max(float((one[k].double() - other[k].double()).abs().max()) for k in one
+               if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
 
 
 def main() -> None:

@@ -77,9 +77,10 @@ def check(cfg: RunConfig, epochs: int = 0) -> tuple[bool, str]:
         f"{ref['machine']}). README's and docs/results' figures will not come out exactly "
         f"here.\n  kernels here:      {json.dumps(ours['kernels'])}\n"
         f"  kernels reference: {json.dumps(ref['kernels'])}\n"
-        "What to do: copy the stand-in file from a machine where this check passes to "
-        f"{weights_path(cfg)} (it is used as it is), or give it as pretrained-weights = "
-        "its path; and report this machine (CPU model, the kernel lines above) in an issue, "
+        "What to do: copy the stand-in's two files (.pt and .json) from a machine where this "
+        f"check passes to {weights_path(cfg).with_suffix('.*')} (they are used as they are), "
+        "or give the .pt file as pretrained-weights = its path; and report this machine (CPU "
+        "model, the kernel lines above) in an issue, "
         "since the pinned pretraining is meant to give the same bits on every x86-64 CPU.")
 
 

@@ -149,12 +149,11 @@ def pretrain_source(cfg: RunConfig, out: Path, pinned: bool = True,
             epoch + 1, cfg.source_epochs, stats.loss, stats.accuracy, stats.seconds,
             stats.seconds / (epoch + 1) * (cfg.source_epochs - epoch - 1))
 
-    syn = source_config(cfg)
     stats = train_local(model, images, labels, TrainConfig(
         epochs=cfg.source_epochs, batch_size=BATCH_SIZE, lr_head=0.1, lr_backbone=0.05,
         seed=cfg.source_seed + 1), on_epoch=progress, objective=objective,
         on_step=None if on_step is None else (lambda step: on_step(model, step)))
-    state = torchvision_state(model)
+    state, syn = torchvision_state(model), source_config(cfg)
     save_torch(state, out)
     write_bytes(record_path(out), json.dumps({
         "sha256": tensors_sha256(state), "epochs-sha256": epochs_sha256, "arch": cfg.arch,
