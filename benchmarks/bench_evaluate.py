@@ -1,6 +1,9 @@
-"""Time ``evaluate_rank`` on a Market-1501-sized problem against torchreid's algorithm.
+"""Time ``evaluate_rank`` on a Market-1501-sized problem against torchreid's algorithm, and
+``evaluate_features`` (no query x gallery matrix) against the matrix path; with ``--msmt17``,
+time and peak memory of ``evaluate_features`` at MSMT17's size.
 
-Run: ``python benchmarks/bench_evaluate.py`` (no arguments; well under a minute).
+Run: ``python benchmarks/bench_evaluate.py`` (well under a minute) or ``python
+benchmarks/bench_evaluate.py --msmt17`` (minutes; about 1.5 GB).
 
 Two deterministic problems with Market's test structure (751 ids, 6 cameras, 3,368 queries,
 15,913 gallery items of which 2,793 distractors, pid 0, and 400 junk, pid -1), float32:
@@ -14,11 +17,22 @@ true matches rank anywhere. For each it prints best-of-N times of
   (c) ``evaluate_rank`` with its default threads, and single-threaded;
 with the ratios, and checks that CMC and mAP agree with (a) within 1e-6 (float32 distances do
 tie and torchreid orders ties arbitrarily, so a larger gap is re-checked against the reference
-with the stable tie rule that ``evaluate_rank`` documents).
+with the stable tie rule that ``evaluate_rank`` documents). On ``trained``'s features it then
+times (d) the matrix path, ``euclidean_distmat`` then ``evaluate_rank``, and (e)
+``evaluate_features``, and checks that they agree exactly.
+
+``--msmt17``: MSMT17's test structure, roughly (3,060 identities over 15 cameras, 11,659 queries,
+82,161 gallery items, 2,048-d float32 features of identity centroids plus noise), through
+``evaluate_features`` once: its time, the process's peak RSS (``ru_maxrss``) and the peak beyond
+the RSS that holds the problem (features, ids, Python and the libraries). The features are
+built in small chunks, so nothing before the evaluation peaks above them.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -30,11 +44,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dmnreid.reid.evaluate import euclidean_distmat, evaluate_rank, summarise  # noqa: E402
+from dmnreid.reid.evaluate import (  # noqa: E402
+    euclidean_distmat,
+    evaluate_features,
+    evaluate_rank,
+    summarise,
+)
 
 NUM_IDS, NUM_CAMS, NUM_QUERY, NUM_GALLERY = 751, 6, 3368, 15913
 NUM_DISTRACTORS, NUM_JUNK = 2793, 400
+MSMT_IDS, MSMT_CAMS, MSMT_QUERY, MSMT_GALLERY, MSMT_DIM = 3060, 15, 11659, 82161, 2048
 Problem = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+Features = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 Result = tuple[np.ndarray, float]
 
 
@@ -68,7 +89,7 @@ def market_ids(rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     return q_pids, g_pids, q_cams, g_cams
 
 
-def trained_problem(seed: int = 0, dim: int = 128, noise: float = 1.25) -> Problem:
+def trained_features(seed: int = 0, dim: int = 128, noise: float = 1.25) -> Features:
     """Features = identity centroid + camera bias + noise (distractors: own random centroid;
     junk: a faint random identity), L2-normalised, as a moderately well-trained model."""
     rng = np.random.default_rng(seed)
@@ -87,8 +108,13 @@ def trained_problem(seed: int = 0, dim: int = 128, noise: float = 1.25) -> Probl
     gf[junk] += 0.3 * centroids[rng.integers(1, NUM_IDS + 1, NUM_JUNK)]
     qf /= np.linalg.norm(qf, axis=1, keepdims=True)
     gf /= np.linalg.norm(gf, axis=1, keepdims=True)
-    distmat = euclidean_distmat(qf.astype(np.float32), gf.astype(np.float32))
-    return distmat, q_pids, g_pids, q_cams, g_cams
+    return qf.astype(np.float32), gf.astype(np.float32), q_pids, g_pids, q_cams, g_cams
+
+
+def trained_problem() -> Problem:
+    """The squared distances of ``trained_features``."""
+    qf, gf, *ids = trained_features()
+    return euclidean_distmat(qf, gf), *ids
 
 
 def random_problem(seed: int = 1) -> Problem:
@@ -188,7 +214,92 @@ def check_agreement(name: str, ours: Result, ref: Result, problem: Problem) -> N
         raise SystemExit(f"{name}: evaluate_rank disagrees with the reference")
 
 
+def bench_features(features: Features) -> None:
+    """(d) the matrix path against (e) ``evaluate_features``: times, and exact agreement."""
+    qf, gf, *ids = features
+    t_matrix, matrix = best_of(lambda: evaluate_rank(euclidean_distmat(qf, gf), *ids), 3)
+    t_blocks, blocks = best_of(lambda: evaluate_features(qf, gf, *ids), 3)
+    print(f"\n[trained, from {qf.shape[1]}-d float32 features]")
+    print(f"  (d) euclidean_distmat + evaluate_rank: {t_matrix:7.3f} s")
+    print(f"  (e) evaluate_features (no matrix):     {t_blocks:7.3f} s")
+    if not (np.array_equal(matrix[0], blocks[0]) and matrix[1] == blocks[1]):
+        raise SystemExit("evaluate_features differs from the matrix path")
+    print("  (e) equals (d) exactly (CMC and mAP)")
+
+
+def msmt17_ids(rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """MSMT17-like pids/cameras: each identity seen by 2-8 of the 15 cameras, with a gallery
+    item in each of them and at least one query; the rest spread at random over the same
+    (identity, camera) cells. No distractors or junk, as in MSMT17's lists."""
+    cams_per_id = rng.integers(2, 9, MSMT_IDS)
+    cell_pid = np.repeat(np.arange(1, MSMT_IDS + 1), cams_per_id)
+    cell_cam = np.concatenate([rng.permutation(MSMT_CAMS)[:k] for k in cams_per_id])
+    first_cell = np.cumsum(cams_per_id) - cams_per_id
+    num_cells = len(cell_pid)
+    q_cells = np.concatenate([first_cell + rng.integers(0, cams_per_id),
+                              rng.integers(0, num_cells, MSMT_QUERY - MSMT_IDS)])
+    g_cells = np.concatenate([np.arange(num_cells),
+                              rng.integers(0, num_cells, MSMT_GALLERY - num_cells)])
+    return cell_pid[q_cells], cell_pid[g_cells], cell_cam[q_cells], cell_cam[g_cells]
+
+
+def unit_features(rng: np.random.Generator, centroids: np.ndarray, pids: np.ndarray,
+                  noise: float = 4.0, chunk: int = 2048) -> np.ndarray:
+    """float32 centroid of each pid plus noise, L2-normalised, built ``chunk`` rows at a time
+    so that no temporary outgrows a small fraction of the features."""
+    out = np.empty((len(pids), centroids.shape[1]), dtype=np.float32)
+    for a in range(0, len(pids), chunk):
+        rows = out[a : a + chunk]
+        rng.standard_normal(rows.shape, dtype=np.float32, out=rows)
+        rows *= noise
+        rows += centroids[pids[a : a + chunk]]
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return out
+
+
+def rss_bytes() -> int:
+    """The process's resident set now (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set so far (``ru_maxrss``: KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def bench_msmt17(seed: int = 0) -> None:
+    """``evaluate_features`` once at MSMT17's size: time, peak RSS, peak beyond the problem."""
+    rng = np.random.default_rng(seed)
+    q_pids, g_pids, q_cams, g_cams = msmt17_ids(rng)
+    centroids = rng.standard_normal((MSMT_IDS + 1, MSMT_DIM), dtype=np.float32)
+    qf, gf = unit_features(rng, centroids, q_pids), unit_features(rng, centroids, g_pids)
+    del centroids
+    held, peak_before = rss_bytes(), peak_rss_bytes()
+    start = time.perf_counter()
+    cmc, mAP = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams)
+    seconds = time.perf_counter() - start
+    peak = peak_rss_bytes()
+    summary = ", ".join(f"{k} {v:.2f}" for k, v in summarise(cmc, mAP).items())
+    mb = 1e6
+    print(f"[msmt17] {len(qf)} x {len(gf)}, {MSMT_DIM}-d float32 features, "
+          f"{len(np.unique(g_pids))} identities, {len(np.unique(g_cams))} cameras: {summary}")
+    print(f"  features: {(qf.nbytes + gf.nbytes) / mb:,.0f} MB; the whole distance matrix "
+          f"would be {len(qf) * len(gf) * 4 / mb:,.0f} MB (float32)")
+    print(f"  evaluate_features: {seconds:.1f} s ({os.cpu_count()} CPUs)")
+    print(f"  RSS holding the problem: {held / mb:,.0f} MB "
+          f"(peak so far {peak_before / mb:,.0f} MB)")
+    print(f"  peak RSS (ru_maxrss): {peak / mb:,.0f} MB; beyond the problem: "
+          f"{(peak - held) / mb:,.0f} MB")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--msmt17", action="store_true",
+                        help="time and peak memory of evaluate_features at MSMT17's size only")
+    if parser.parse_args().msmt17:
+        bench_msmt17()
+        return
     cython = torchreid_cython()
     print(
         "reference (a):",
@@ -199,6 +310,7 @@ def main() -> None:
     )
     for name, make in (("trained", trained_problem), ("random", random_problem)):
         bench(name, make(), cython)
+    bench_features(trained_features())
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def run(cfg: RunConfig) -> dict:
     out["baseline"] = score(state)
     walked = network.first_walk(state)
     out["walk"] = score(walked.state)
-    if cfg.incremental_hops == 0:
+    if not cfg.incremental_walk:
         return out
     incremental, clusterings = network.incremental(walked.state)
     for i, clustering in enumerate(clusterings):

@@ -30,7 +30,14 @@ CHOICES = {
     "style_use": ("translated", "both"),
     "transfer_dtype": ("float32", "float16", "bfloat16"),
     "feature_dtype": ("float32", "float16"),
+    "synthetic_cameras_per_id": ("uniform", "poisson"),
 }
+
+# A phase key at FROM_PASSES (its default) takes its passes key times the run's cameras, so
+# that training, evaluation and clustering grow with the network; any other value is hops.
+FROM_PASSES = -1
+PASSES = {"walk_hops": "walk_passes", "incremental_hops": "incremental_passes",
+          "eval_every": "eval_passes", "recluster_every": "recluster_passes"}
 
 
 MAX_SYNTHETIC_IDS = 9999
@@ -80,6 +87,11 @@ RANGES = {
     "synthetic_cameras": Range(2, 99, why="re-identification is across cameras"),
     "synthetic_train_ids": AT_LEAST_ONE,
     "synthetic_test_ids": AT_LEAST_ONE,
+    "synthetic_min_cameras_per_id": Range(1, 99, why="1 lets training identities be seen by "
+                                          "one camera only"),
+    "synthetic_max_cameras_per_id": Range(0, 99, why="0 = all cameras"),
+    "synthetic_ids_per_camera": Range(0, MAX_SYNTHETIC_IDS - 1,
+                                      why="0 = synthetic-train-ids sets the total"),
     "synthetic_style_strength": Range(0, 1, why="0 no camera gap, 1 strong"),
     "image_height": IMAGE_SIDE,
     "image_width": IMAGE_SIDE,
@@ -99,7 +111,7 @@ RANGES = {
     "style_cycle_weight": NON_NEGATIVE,
     "style_identity_weight": NON_NEGATIVE,
     "style_pool_size": NON_NEGATIVE,
-    "walk_hops": AT_LEAST_ONE,
+    "walk_passes": AT_LEAST_ONE,
     "local_epochs": AT_LEAST_ONE,
     "batch_size": Range(2, why="BatchNorm needs two images"),
     "lr_head": NON_NEGATIVE,
@@ -109,11 +121,11 @@ RANGES = {
     "seed": Range(0, 2**32 - 1),
     "alpha": NON_NEGATIVE,
     "top1_max_distance": Range(0, why="a squared L2 distance; 0 = no limit"),
-    "incremental_hops": NON_NEGATIVE,
-    "recluster_every": NON_NEGATIVE,
+    "incremental_passes": Range(0, why="0 stops after the first walk"),
+    "recluster_passes": Range(0, why="0 clusters once"),
     "prototype_temperature": Range(0, open_low=True),
     "prototype_momentum": Range(0, 1, open_high=True),
-    "eval_every": AT_LEAST_ONE,
+    "eval_passes": AT_LEAST_ONE,
     "node_timeout": Range(0, open_low=True, why="seconds"),
     "hop_timeout": Range(0, why="seconds; 0 = node-timeout"),
     "node_retries": Range(0, 100),
@@ -124,6 +136,17 @@ RANGES = {
 
 class ConfigError(ValueError):
     """A run-config value that cannot be used; names the key as the user writes it."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A run's training phases in steps (hops of the walk, rounds of FedAvg) for its number
+    of cameras: what the ServerApp runs and the in-process driver reproduces."""
+
+    walk: int
+    incremental: int  # 0: no incremental walk
+    eval_every: int
+    recluster_every: int  # equal to ``incremental``: one clustering
 
 
 @dataclass(frozen=True)
@@ -138,6 +161,10 @@ class RunConfig:
     synthetic_train_ids: int = 100
     synthetic_test_ids: int = 100
     synthetic_style_strength: float = 1.0
+    synthetic_cameras_per_id: str = "uniform"
+    synthetic_min_cameras_per_id: int = 2
+    synthetic_max_cameras_per_id: int = 0
+    synthetic_ids_per_camera: int = 0
     # model
     arch: str = "resnet18"
     pretrained_weights: str = "synthetic-source"
@@ -169,7 +196,8 @@ class RunConfig:
     # random walk
     walk_strategy: str = "random-walk"
     walk_order: str = "random"
-    walk_hops: int = 18
+    walk_hops: int = FROM_PASSES
+    walk_passes: int = 3
     local_epochs: int = 2
     batch_size: int = 32
     lr_head: float = 0.1
@@ -182,8 +210,10 @@ class RunConfig:
     memory_features: str = "plain"
     top1_max_distance: float = 0.0
     flood_reach: str = "sets"
-    incremental_hops: int = 18
-    recluster_every: int = 0
+    incremental_hops: int = FROM_PASSES
+    incremental_passes: int = 3
+    recluster_every: int = FROM_PASSES
+    recluster_passes: int = 0
     incremental_head: str = "reinit"
     incremental_labels: str = "clusters"
     incremental_loss: str = "softmax"
@@ -193,7 +223,8 @@ class RunConfig:
     prototype_negatives: str = "all"
     unify: str = "pick-one"
     # server
-    eval_every: int = 6
+    eval_every: int = FROM_PASSES
+    eval_passes: int = 1
     eval_mode: str = "server"
     evaluate_run: str = ""
     output_dir: str = ""
@@ -239,14 +270,33 @@ class RunConfig:
         """``top1-max-distance`` as the clustering functions take it (0 = no limit)."""
         return self.top1_max_distance or None
 
+    @property
+    def incremental_walk(self) -> bool:
+        """Whether the run walks again on global labels (on any number of cameras)."""
+        return self.hops("incremental_hops", 1) > 0
+
+    def hops(self, name: str, cameras: int) -> int:
+        """Hops of a phase key (``walk_hops``, ``incremental_hops``, ``eval_every``,
+        ``recluster_every``) on ``cameras`` cameras: its own value, or at FROM_PASSES its
+        passes key times the cameras (a pass: each camera once, on average)."""
+        value = getattr(self, name)
+        return getattr(self, PASSES[name]) * cameras if value == FROM_PASSES else value
+
     def phase_steps(self, hops: int, cameras: int) -> int:
-        """Steps of a training phase given in hops (``walk-hops``, ``incremental-hops``,
-        ``recluster-every``): the hops themselves for the walk; for FedAvg (every camera
-        trains each round) rounds with about as many images seen, hops / cameras rounded,
-        at least one."""
+        """Steps of a training phase given in hops: the hops themselves for the walk; for
+        FedAvg (every camera trains each round) rounds with about as many images seen, hops /
+        cameras rounded, at least one (a pass is one round)."""
         if self.walk_strategy == "random-walk" or hops == 0:
             return hops
         return max(1, round(hops / cameras))
+
+    def schedule(self, cameras: int) -> Schedule:
+        """The phases of a run on ``cameras`` cameras (all the run's, also those left out for
+        now, so that a resumed run has the same phases): the one place hops are resolved."""
+        steps = {name: self.phase_steps(self.hops(name, cameras), cameras) for name in PASSES}
+        return Schedule(walk=steps["walk_hops"], incremental=steps["incremental_hops"],
+                        eval_every=steps["eval_every"],
+                        recluster_every=steps["recluster_every"] or steps["incremental_hops"])
 
     def to_mapping(self) -> dict[str, Any]:
         return {self.key(k): v for k, v in asdict(self).items()}
@@ -265,6 +315,8 @@ class RunConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"{self.key(name)} = {value!r}: must be {allowed}")
+        for name, passes in PASSES.items():
+            self._check_hops(name, passes)
         if not DEVICE.fullmatch(self.device):
             raise ConfigError(f"device = {self.device!r}; expected 'auto' (a CUDA GPU where "
                               "the machine has one, else the CPU), 'cpu', 'cuda' or 'cuda:N'")
@@ -280,6 +332,20 @@ class RunConfig:
                     f"downsamplings) and, with style-discriminator-layers = "
                     f"{self.style_discriminator_layers}, at least {smallest}")
         self._check_combinations()
+
+    def _check_hops(self, name: str, passes: str) -> None:
+        """A phase key is FROM_PASSES or hops within its passes key's range; given in hops,
+        it wins over its passes key at the default, and is refused beside a changed one."""
+        value, key, passes_key = getattr(self, name), self.key(name), self.key(passes)
+        if value == FROM_PASSES:
+            return
+        if value not in RANGES[passes]:
+            raise ConfigError(f"{key} = {value!r}: must be {FROM_PASSES} ({passes_key} x "
+                              f"cameras) or {RANGES[passes]}")
+        if getattr(self, passes) != _DEFAULTS[passes]:
+            raise ConfigError(f"{key} = {value} and {passes_key} = {getattr(self, passes)} "
+                              f"both set: {key} counts hops, {passes_key} passes over the "
+                              f"cameras; set one ({key} = {FROM_PASSES} takes {passes_key})")
 
     def _check_combinations(self) -> None:
         """Settings that are fine alone but not together."""
@@ -328,6 +394,28 @@ class RunConfig:
                     f"synthetic-train-ids + synthetic-test-ids = "
                     f"{self.synthetic_train_ids + self.synthetic_test_ids}: at most "
                     f"{MAX_SYNTHETIC_IDS} identities (Market-style 4-digit person ids)")
+            self._check_cameras_per_id()
+
+    def _check_cameras_per_id(self) -> None:
+        """How many cameras see an identity, and identities per camera, of the synthetic
+        network: bounds within its cameras; a per-camera count or a total, not both."""
+        top = self.synthetic_max_cameras_per_id or self.synthetic_cameras
+        if top > self.synthetic_cameras:
+            raise ConfigError(f"synthetic-max-cameras-per-id = {top}: the synthetic network "
+                              f"has {self.synthetic_cameras} cameras (synthetic-cameras)")
+        if top < 2:
+            raise ConfigError(f"synthetic-max-cameras-per-id = {top}: a test identity needs a "
+                              "query camera and another camera for its gallery (at least 2)")
+        if self.synthetic_min_cameras_per_id > top:
+            raise ConfigError(f"synthetic-min-cameras-per-id = "
+                              f"{self.synthetic_min_cameras_per_id} is more than "
+                              f"synthetic-max-cameras-per-id ({top})")
+        if self.synthetic_ids_per_camera and \
+                self.synthetic_train_ids != _DEFAULTS["synthetic_train_ids"]:
+            raise ConfigError(f"synthetic-ids-per-camera = {self.synthetic_ids_per_camera} and "
+                              f"synthetic-train-ids = {self.synthetic_train_ids} both set: the "
+                              "total of training identities follows from the per-camera "
+                              "count; set one")
 
     def _check_devices(self) -> None:
         """``dataset = "devices"``: the cameras' data is on their devices, the server has none."""
@@ -360,7 +448,9 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     raise ConfigError(f"{key} = {value!r}: expected a {kind}")
 
 
+_DEFAULTS = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
+
+
 def defaults() -> dict[str, Any]:
     """The default value of every key, as pyproject.toml must list them."""
-    return {RunConfig.key(f.name): f.default for f in fields(RunConfig)
-            if f.default is not MISSING}
+    return {RunConfig.key(name): value for name, value in _DEFAULTS.items()}

@@ -7,23 +7,60 @@ under ``$DMNREID_CACHE`` (default ``~/.cache/dmnreid``).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from logging import INFO
 from pathlib import Path
 
 from flwr.common.logger import log
 
 from dmnreid.cache import cache_home
-from dmnreid.config import RunConfig
+from dmnreid.config import MAX_SYNTHETIC_IDS, ConfigError, RunConfig
 from dmnreid.data_prep.datasets import read_dataset
 from dmnreid.data_prep.partition import write_partition
-from dmnreid.data_prep.synthetic import GENERATOR_VERSION, SyntheticConfig, generate
+from dmnreid.data_prep.synthetic import (
+    GENERATOR_VERSION,
+    SyntheticConfig,
+    generate,
+    mean_cameras_per_id,
+    train_ids_for,
+)
 
 
 def synthetic_config(cfg: RunConfig) -> SyntheticConfig:
-    """The camera network of a run. Fixed seed: runs with other seeds share the same data."""
-    return SyntheticConfig(cameras=cfg.synthetic_cameras, train_ids=cfg.synthetic_train_ids,
-                           test_ids=cfg.synthetic_test_ids,
-                           style_strength=cfg.synthetic_style_strength, seed=0)
+    """The camera network of a run. Fixed seed: runs with other seeds share the same data.
+    With ``synthetic-ids-per-camera`` the training identities are as many as give each
+    camera that many on average (refused, naming the key, beyond the 4-digit person ids)."""
+    top = cfg.synthetic_max_cameras_per_id
+    syn = SyntheticConfig(cameras=cfg.synthetic_cameras, train_ids=cfg.synthetic_train_ids,
+                          test_ids=cfg.synthetic_test_ids,
+                          style_strength=cfg.synthetic_style_strength, seed=0,
+                          min_cameras_per_id=cfg.synthetic_min_cameras_per_id,
+                          max_cameras_per_id=None if top in (0, cfg.synthetic_cameras) else top,
+                          cameras_per_id=cfg.synthetic_cameras_per_id)
+    if not cfg.synthetic_ids_per_camera:
+        return syn
+    train_ids = train_ids_for(cfg.synthetic_ids_per_camera, syn)
+    if train_ids + syn.test_ids > MAX_SYNTHETIC_IDS:
+        raise ConfigError(
+            f"synthetic-ids-per-camera = {cfg.synthetic_ids_per_camera} takes {train_ids} "
+            f"training identities ({cfg.synthetic_ids_per_camera} x {syn.cameras} cameras / "
+            f"{mean_cameras_per_id(syn):.2f} cameras per identity), with synthetic-test-ids = "
+            f"{syn.test_ids} more than {MAX_SYNTHETIC_IDS} identities")
+    return replace(syn, train_ids=train_ids)
+
+
+def synthetic_folder(syn: SyntheticConfig) -> str:
+    """The cache folder's name of a synthetic network; how many cameras see an identity is
+    in it only where not the default, so the default network keeps the folder it always had
+    (and its partitions, whose cache key is that folder)."""
+    name = (f"c{syn.cameras}-tr{syn.train_ids}-te{syn.test_ids}-st{syn.style_strength:g}"
+            f"-s{syn.seed}-v{GENERATOR_VERSION}")
+    seen = (syn.cameras_per_id, syn.min_cameras_per_id, syn.max_cameras_per_id)
+    default = SyntheticConfig()
+    if seen == (default.cameras_per_id, default.min_cameras_per_id, default.max_cameras_per_id):
+        return name
+    kind, low, high = seen
+    return f"{name}-{kind}-k{low}-{high or 'all'}"
 
 
 def dataset_root(cfg: RunConfig, progress: bool = False) -> Path:
@@ -31,9 +68,8 @@ def dataset_root(cfg: RunConfig, progress: bool = False) -> Path:
     if cfg.dataset != "synthetic":
         return Path(cfg.data_root).expanduser()
     syn = synthetic_config(cfg)
-    root = Path(cfg.data_root).expanduser() if cfg.data_root else (
-        cache_home() / "synthetic" / f"c{syn.cameras}-tr{syn.train_ids}-te{syn.test_ids}"
-        f"-st{syn.style_strength:g}-s{syn.seed}-v{GENERATOR_VERSION}")
+    root = Path(cfg.data_root).expanduser() if cfg.data_root else \
+        cache_home() / "synthetic" / synthetic_folder(syn)
     log(INFO, "Synthetic camera network: %s (generated on first use)", root)
     generate(root, syn, progress=progress)
     return root

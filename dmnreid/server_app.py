@@ -330,6 +330,7 @@ def walk_phase(session: Session, phase: str, state: State, steps: int, seed: int
     cfg, run = session.cfg, session.run
     server_stem = stem_digest(session.model)
     step_name = "hop" if cfg.walk_strategy == "random-walk" else "round"
+    eval_every = cfg.schedule(len(session.roster.cameras)).eval_every
 
     def after_step(records: list[Hop | SkippedHop], new_state: State,
                    new_head: State | None) -> None:
@@ -349,7 +350,7 @@ def walk_phase(session: Session, phase: str, state: State, steps: int, seed: int
             run.append("hops.jsonl", hop.__dict__)
         session.save_network()
         done = records[0].hop + 1
-        if done % cfg.eval_every == 0 and done < steps:
+        if done % eval_every == 0 and done < steps:
             session.evaluate(new_state, phase, offset + done)
         run.save_checkpoint(new_state, {
             "phase": phase, "hop": records[0].hop, "lines": run.count_lines("hops.jsonl"),
@@ -508,7 +509,7 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
     cfg = resolve_config(cfg)
     grid = RoundsGrid(flower_grid, cfg.poll_interval)
     partitions = prepare_partitions(cfg)
-    if cfg.incremental_labels == "oracle" and cfg.incremental_hops > 0:
+    if cfg.incremental_labels == "oracle" and cfg.incremental_walk:
         check_oracle(partitions)
     weights = pretrained_file(cfg)
     sha256 = weights_digest(weights) if weights else ""  # hashed once: it names the weights
@@ -564,17 +565,16 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
         log(INFO, "Resuming after %s hop %d", info["phase"], info["hop"] + 1)
     session.record("baseline", state, 0)
 
-    cameras = len(roster.cameras)
-    walk_steps = cfg.phase_steps(cfg.walk_hops, cameras)
+    plan = cfg.schedule(len(roster.cameras))
+    walk_steps = plan.walk
     if info.get("phase", "walk") == "walk":
         start = info["hop"] + 1 if info else 0
         state, _ = walk_phase(session, "walk", state, walk_steps, cfg.seed, start, 0)
     session.record("walk", state, walk_steps)
 
-    if cfg.incremental_hops > 0:
-        inc_steps = cfg.phase_steps(cfg.incremental_hops, cameras)
+    if plan.incremental > 0:
+        inc_steps, every = plan.incremental, plan.recluster_every
         start = info["hop"] + 1 if info.get("phase") == "incremental" else 0
-        every = cfg.phase_steps(cfg.recluster_every, cameras) or inc_steps
         for first in range(0, inc_steps, every):
             stop = min(first + every, inc_steps)
             if stop <= start:

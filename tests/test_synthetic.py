@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,19 +14,52 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dmnreid.config import ConfigError, RunConfig
 from dmnreid.data_prep import synthetic
 from dmnreid.data_prep.records import DatasetError
-from dmnreid.data_prep.synthetic import SyntheticConfig, generate, is_generated
+from dmnreid.data_prep.synthetic import (
+    SyntheticConfig,
+    generate,
+    is_generated,
+    mean_cameras_per_id,
+    train_ids_for,
+)
+from dmnreid.prepare import synthetic_config, synthetic_folder
 
 NAME = re.compile(r"^(-?\d+)_c(\d+)s\d+_\d{6}_\d{2}\.jpg$")
 FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
 SMALL = SyntheticConfig(cameras=4, train_ids=10, test_ids=10, frames_per_tracklet=(3, 5),
                         distractors=5, junk=2, seed=7)
+# The MSMT17-shaped network of README's recipe, at 15 cameras
+MSMT17_SHAPED = {"synthetic-cameras": 15, "synthetic-cameras-per-id": "poisson",
+                 "synthetic-min-cameras-per-id": 1, "synthetic-ids-per-camera": 67}
+
+# The default network (the run's, SyntheticConfig()) as the generator wrote it before the
+# cameras-per-identity settings existed (commit 15cc90d; numpy 2.4.6, Pillow 13.0.0): sha256
+# over its files in sorted path order, each as its path relative to the folder, a NUL byte
+# and its bytes (_fingerprint). LAYOUT hashes synthetic.json and tracklets.csv only (who is
+# seen where, frames, splits: independent of the image codecs); FILES hashes every file, the
+# JPEGs and contact_sheet.png included (another Pillow or libjpeg may encode other bytes).
+DEFAULT_LAYOUT_SHA256 = "947d04e719b08fd34a96c1a0d951caedf94540598129875d904583ceb19b8da3"
+DEFAULT_FILES_SHA256 = "d14e87560a6d47a0d4efd7d948e379eb25853bafe9a66647031002c0d479e97d"
+DEFAULT_FOLDER = "c6-tr100-te100-st1-s0-v1"  # its cache folder, which its partitions hash
 
 
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file()}
+
+
+def _fingerprint(root: Path, paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _cameras_of(jobs: list, kind: str) -> list[int]:
+    """How many cameras see each identity of ``kind`` in a layout."""
+    return list(Counter(j.pid for j in jobs if j.kind == kind).values())
 
 
 def _parse(folder: Path) -> list[tuple[int, int, str]]:
@@ -249,8 +284,10 @@ def test_interrupted_generation_leaves_nothing(tmp_path: Path,
 @pytest.mark.parametrize("bad", [
     dict(cameras=1),
     dict(min_cameras_per_id=7),
-    dict(min_cameras_per_id=1),
+    dict(min_cameras_per_id=0),
     dict(max_cameras_per_id=8),
+    dict(min_cameras_per_id=1, max_cameras_per_id=1),  # test identities need two cameras
+    dict(cameras_per_id="normal"),
     dict(frames_per_tracklet=(1, 4)),
     dict(frames_per_tracklet=(5, 4)),
     dict(train_ids=0, test_ids=0),
@@ -269,5 +306,96 @@ def test_config_round_trip() -> None:
     cfg = SyntheticConfig(cameras=5, frames_per_tracklet=(2, 9), random_styles=True,
                           appearance_seed=11)
     assert SyntheticConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    # a field added later is stored only when it is not its default: earlier networks'
+    # synthetic.json (and so their cache) stay what they were
+    assert "cameras_per_id" not in cfg.to_dict()
+    poisson = replace(cfg, cameras_per_id="poisson", min_cameras_per_id=1)
+    assert poisson.to_dict()["cameras_per_id"] == "poisson"
+    assert SyntheticConfig.from_dict(json.loads(json.dumps(poisson.to_dict()))) == poisson
     with pytest.raises(ValueError, match="unknown"):
         SyntheticConfig.from_dict({"camera": 3})
+
+
+def test_the_default_network_is_byte_identical_to_the_one_published(tmp_path: Path) -> None:
+    syn = synthetic_config(RunConfig())
+    assert syn == SyntheticConfig() and synthetic_folder(syn) == DEFAULT_FOLDER
+    root = tmp_path / "default"
+    generate(root, syn, progress=False)
+    files = [p for p in root.rglob("*") if p.is_file()]
+    layout = [root / "synthetic.json", root / "tracklets.csv"]
+    assert _fingerprint(root, layout) == DEFAULT_LAYOUT_SHA256, "identities, cameras or splits"
+    assert _fingerprint(root, files) == DEFAULT_FILES_SHA256, "images (or the image codecs)"
+
+
+def test_mean_cameras_per_id_is_what_the_draws_average() -> None:
+    for cfg in (SyntheticConfig(), SyntheticConfig(cameras=4, cameras_per_id="poisson"),
+                SyntheticConfig(cameras=15, min_cameras_per_id=1, cameras_per_id="poisson"),
+                SyntheticConfig(cameras=15, min_cameras_per_id=1, max_cameras_per_id=3)):
+        for kind in ("train", "test"):
+            rng = np.random.default_rng(0)
+            low = synthetic._lowest_cameras(cfg, kind)
+            draws = [synthetic._cameras_seen(rng, cfg, low) for _ in range(20_000)]
+            assert min(draws) >= (2 if kind == "test" else cfg.min_cameras_per_id)
+            assert max(draws) <= cfg.cameras_per_id_max
+            assert np.mean(draws) == pytest.approx(mean_cameras_per_id(cfg, kind), abs=0.03)
+    assert mean_cameras_per_id(SyntheticConfig()) == 4.0  # 2..6 cameras, uniform
+
+
+def test_poisson_cameras_per_identity_look_like_msmt17() -> None:
+    """1 + Poisson(2) cameras: e^-2 = 13.5% of the training identities in one camera, most in
+    2 to 4 of 15; test identities in at least 2 (a query camera and a gallery camera)."""
+    cfg = SyntheticConfig(cameras=15, train_ids=3000, test_ids=1000, min_cameras_per_id=1,
+                          cameras_per_id="poisson", distractors=0, junk=0)
+    jobs = synthetic._layout(cfg)
+    train, test = _cameras_of(jobs, "train"), _cameras_of(jobs, "test")
+    assert train.count(1) / len(train) == pytest.approx(math.exp(-2), abs=0.02)
+    assert np.mean(train) == pytest.approx(3.0, abs=0.1)
+    assert sum(2 <= k <= 4 for k in train) / len(train) > 0.6
+    assert min(test) == 2 and np.mean(test) == pytest.approx(mean_cameras_per_id(cfg, "test"),
+                                                             abs=0.1)
+
+
+@pytest.mark.parametrize("cameras", [15, 30, 60])
+def test_ids_per_camera_keep_a_cameras_tracklets_as_cameras_are_added(cameras: int) -> None:
+    syn = synthetic_config(RunConfig.from_mapping({**MSMT17_SHAPED,
+                                                   "synthetic-cameras": cameras}))
+    assert syn.train_ids == train_ids_for(67, syn) == round(67 * cameras / 3)
+    per_camera = Counter(j.cam for j in synthetic._layout(syn) if j.kind == "train")
+    assert len(per_camera) == cameras
+    assert np.mean(list(per_camera.values())) == pytest.approx(67, rel=0.05)
+
+
+def test_a_small_msmt17_shaped_network_keeps_the_test_protocol(tmp_path: Path) -> None:
+    cfg = replace(SMALL, train_ids=30, min_cameras_per_id=1, cameras_per_id="poisson")
+    root = tmp_path / "poisson"
+    generate(root, cfg, progress=False)
+    assert is_generated(root, cfg) and not is_generated(root, replace(cfg, min_cameras_per_id=2))
+    cams: dict[tuple[str, int], set[int]] = defaultdict(set)
+    for split, folder in (("train", "bounding_box_train"), ("test", "query"),
+                          ("test", "bounding_box_test")):
+        for pid, cam, _ in _parse(root / folder):
+            if pid > 0:
+                cams[(split, pid)].add(cam)
+    seen = Counter(len(c) for (split, _), c in cams.items() if split == "train")
+    assert seen[1] > 0, "training identities seen by one camera only"
+    assert all(len(c) >= 2 for (split, _), c in cams.items() if split == "test")
+
+
+def test_the_cache_folder_names_the_layout_settings() -> None:
+    msmt = synthetic_config(RunConfig.from_mapping(MSMT17_SHAPED))
+    assert (msmt.cameras_per_id, msmt.min_cameras_per_id, msmt.max_cameras_per_id) == \
+        ("poisson", 1, None)
+    assert synthetic_folder(msmt) == "c15-tr335-te100-st1-s0-v1-poisson-k1-all"
+    # a maximum of all the cameras is no maximum: the same network, the same folder
+    every = RunConfig.from_mapping({**MSMT17_SHAPED, "synthetic-max-cameras-per-id": 15})
+    assert synthetic_config(every) == msmt
+    folders = {synthetic_folder(synthetic_config(RunConfig.from_mapping(values))) for values in (
+        {}, {"synthetic-min-cameras-per-id": 1}, {"synthetic-max-cameras-per-id": 4},
+        {"synthetic-cameras-per-id": "poisson"})}
+    assert len(folders) == 4 and DEFAULT_FOLDER in folders
+
+
+def test_too_many_identities_per_camera_are_refused_naming_the_key() -> None:
+    cfg = RunConfig.from_mapping({"synthetic-ids-per-camera": 9000})  # 13,500 ids on 6 cameras
+    with pytest.raises(ConfigError, match=r"^synthetic-ids-per-camera = 9000 takes 13500"):
+        synthetic_config(cfg)

@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from dmnreid.data_prep.datasets import DATASETS, read_dataset
@@ -14,7 +15,7 @@ from dmnreid.data_prep.device import write_device_node
 from dmnreid.data_prep.partition import META, write_partition
 from dmnreid.data_prep.records import SPLITS, DatasetError
 from dmnreid.data_prep.summary import summarise
-from dmnreid.data_prep.synthetic import SyntheticConfig, generate
+from dmnreid.data_prep.synthetic import CAMERAS_PER_ID, SyntheticConfig, generate, train_ids_for
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -71,7 +72,11 @@ def _synthetic(args: argparse.Namespace) -> None:
         frames_per_tracklet=(args.min_frames, args.max_frames),
         image_width=args.width, image_height=args.height,
         distractors=args.distractors, junk=args.junk, seed=args.seed,
+        min_cameras_per_id=args.min_cameras_per_id, max_cameras_per_id=args.max_cameras_per_id,
+        cameras_per_id=args.cameras_per_id,
     )
+    if args.ids_per_camera:
+        config = replace(config, train_ids=train_ids_for(args.ids_per_camera, config))
     meta = generate(Path(args.out), config, progress=not args.quiet)
     print(json.dumps(meta.get("counts", meta), indent=2))
     print(f"contact sheet: {Path(args.out) / 'contact_sheet.png'}")
@@ -140,10 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder to create")
     p.add_argument("--seed", type=int, default=defaults.seed, help="generator seed")
     p.add_argument("--cameras", type=int, default=defaults.cameras, help="number of cameras")
-    p.add_argument("--train-ids", type=int, default=defaults.train_ids,
-                   help="training identities")
+    train = p.add_mutually_exclusive_group()
+    train.add_argument("--train-ids", type=int, default=defaults.train_ids,
+                       help="training identities")
+    train.add_argument("--ids-per-camera", type=int, default=0,
+                       help="training identities per camera, on average, in place of "
+                       "--train-ids: their total follows from it")
     p.add_argument("--test-ids", type=int, default=defaults.test_ids,
                    help="test identities (query/gallery)")
+    p.add_argument("--cameras-per-id", choices=CAMERAS_PER_ID, default=defaults.cameras_per_id,
+                   help="how many cameras see an identity: uniform between the bounds, or "
+                   "poisson: 1 + Poisson(2) within them, as MSMT17 (default uniform)")
+    p.add_argument("--min-cameras-per-id", type=int, default=defaults.min_cameras_per_id,
+                   help="fewest cameras that see an identity; 1 allows training identities "
+                   "in one camera only (test identities: at least 2)")
+    p.add_argument("--max-cameras-per-id", type=int, default=defaults.max_cameras_per_id,
+                   help="most cameras that see an identity (default: all)")
     p.add_argument("--min-frames", type=int, default=defaults.frames_per_tracklet[0],
                    help="fewest frames per tracklet")
     p.add_argument("--max-frames", type=int, default=defaults.frames_per_tracklet[1],

@@ -35,6 +35,14 @@ METADATA_FILE = "synthetic.json"
 TRACKLETS_FILE = "tracklets.csv"
 CONTACT_SHEET = "contact_sheet.png"
 FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
+# How many cameras see one identity: ``uniform`` over [min, max] cameras, or ``poisson``:
+# 1 + Poisson(2) cameras clipped to [min, max], as MSMT17's identities (most in 1 to 4 of 15).
+CAMERAS_PER_ID = ("uniform", "poisson")
+POISSON_EXTRA_CAMERAS = 2.0
+# A test identity needs a query camera and another camera holding its gallery match.
+TEST_MIN_CAMERAS = 2
+# SyntheticConfig fields added after networks were published (stored only when not default)
+_LATER_FIELDS = ("cameras_per_id",)
 
 # Random-stream tags: each purpose draws from its own stream so that, e.g., changing the
 # number of distractors never changes what an identity looks like.
@@ -54,8 +62,9 @@ class SyntheticConfig:
     train_ids: int = 100
     test_ids: int = 100
     frames_per_tracklet: tuple[int, int] = (4, 8)  # min, max inclusive
-    min_cameras_per_id: int = 2
+    min_cameras_per_id: int = 2  # 1 allows training identities seen by one camera only
     max_cameras_per_id: int | None = None  # None: up to all cameras
+    cameras_per_id: str = "uniform"  # the distribution: one of CAMERAS_PER_ID
     image_width: int = 64
     image_height: int = 128
     distractors: int = 36  # pid 0 gallery images: background-only or partial-person crops
@@ -68,9 +77,14 @@ class SyntheticConfig:
     style_seed: int | None = None  # camera styles and scenes; None = seed
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (tuples become lists), as stored in ``synthetic.json``."""
+        """JSON-ready form (tuples become lists), as stored in ``synthetic.json``. Fields added
+        after networks were published are left out at their defaults, so that those networks
+        keep their ``synthetic.json`` and stay recognised in the cache."""
         d = asdict(self)
         d["frames_per_tracklet"] = list(self.frames_per_tracklet)
+        for f in fields(self):
+            if f.name in _LATER_FIELDS and d[f.name] == f.default:
+                del d[f.name]
         return d
 
     @classmethod
@@ -111,12 +125,17 @@ class SyntheticConfig:
         top = self.cameras_per_id_max
         if top > self.cameras:
             raise ValueError(f"max_cameras_per_id ({top}) must be <= cameras ({self.cameras})")
-        if not 2 <= self.min_cameras_per_id <= top:
+        if not 1 <= self.min_cameras_per_id <= top:
             raise ValueError(
-                f"need 2 <= min_cameras_per_id ({self.min_cameras_per_id}) <= "
-                f"max_cameras_per_id or cameras ({top}): every identity must be seen by at "
-                "least two cameras"
+                f"need 1 <= min_cameras_per_id ({self.min_cameras_per_id}) <= "
+                f"max_cameras_per_id or cameras ({top})"
             )
+        if self.test_ids and top < TEST_MIN_CAMERAS:
+            raise ValueError(f"max_cameras_per_id ({top}) must be >= {TEST_MIN_CAMERAS}: a test "
+                             "identity needs a query camera and another camera for its gallery")
+        if self.cameras_per_id not in CAMERAS_PER_ID:
+            raise ValueError(f"cameras_per_id must be one of {CAMERAS_PER_ID}, got "
+                             f"{self.cameras_per_id!r}")
         fpt = self.frames_per_tracklet
         if len(fpt) != 2 or not 2 <= fpt[0] <= fpt[1] or fpt[1] > 500:
             raise ValueError(
@@ -134,6 +153,39 @@ class SyntheticConfig:
             raise ValueError(f"style_strength must be in [0, 2], got {self.style_strength}")
         if not 0.0 <= self.similar_fraction <= 1.0:
             raise ValueError(f"similar_fraction must be in [0, 1], got {self.similar_fraction}")
+
+
+def _lowest_cameras(config: SyntheticConfig, kind: str) -> int:
+    """The fewest cameras an identity of ``kind`` ("train" or "test") is seen by."""
+    low = config.min_cameras_per_id
+    return max(low, TEST_MIN_CAMERAS) if kind == "test" else low
+
+
+def _cameras_seen(rng: np.random.Generator, config: SyntheticConfig, low: int) -> int:
+    """How many cameras see one identity: a draw of ``cameras_per_id`` within [low, max]."""
+    high = config.cameras_per_id_max
+    if config.cameras_per_id == "uniform":
+        return int(rng.integers(low, high + 1))
+    return int(np.clip(1 + rng.poisson(POISSON_EXTRA_CAMERAS), low, high))
+
+
+def mean_cameras_per_id(config: SyntheticConfig, kind: str = "train") -> float:
+    """The expected number of cameras that see one identity of ``kind``: what
+    ``_cameras_seen`` draws on average (a Poisson draw beyond the maximum counts as it)."""
+    low, high = _lowest_cameras(config, kind), config.cameras_per_id_max
+    if config.cameras_per_id == "uniform":
+        return (low + high) / 2
+    rate = POISSON_EXTRA_CAMERAS
+    pmf = [math.exp(-rate) * rate**j / math.factorial(j) for j in range(high)]  # 1 + j cameras
+    below = sum(min(max(1 + j, low), high) * p for j, p in enumerate(pmf))
+    return below + high * (1 - sum(pmf))
+
+
+def train_ids_for(ids_per_camera: int, config: SyntheticConfig) -> int:
+    """Training identities that give each camera ``ids_per_camera`` of them on average: every
+    identity is seen by ``mean_cameras_per_id`` cameras, so that many tracklets per camera
+    keep a camera's cost the same whatever the number of cameras."""
+    return max(1, round(ids_per_camera * config.cameras / mean_cameras_per_id(config)))
 
 
 # ----------------------------------------------------------------------------------------
@@ -869,9 +921,9 @@ def _layout(config: SyntheticConfig) -> list[_Job]:
     lo, hi = config.frames_per_tracklet
     jobs: list[_Job] = []
     for pid in range(1, config.train_ids + config.test_ids + 1):
-        k = int(rng.integers(config.min_cameras_per_id, config.cameras_per_id_max + 1))
-        cams = sorted(int(c) + 1 for c in rng.choice(m, size=k, replace=False))
         kind = "train" if pid <= config.train_ids else "test"
+        k = _cameras_seen(rng, config, _lowest_cameras(config, kind))
+        cams = sorted(int(c) + 1 for c in rng.choice(m, size=k, replace=False))
         for cam in cams:
             n = int(rng.integers(lo, hi + 1))
             q = int(rng.integers(n)) if kind == "test" else -1

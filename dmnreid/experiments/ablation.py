@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from dmnreid.compute import device_name, resolve_device
-from dmnreid.config import ConfigError, RunConfig, defaults
+from dmnreid.config import FROM_PASSES, ConfigError, RunConfig, defaults
 from dmnreid.experiments import plots, tables
 from dmnreid.experiments.driver import Network, Walked
 from dmnreid.experiments.paper import paper_rows
@@ -309,9 +309,8 @@ def compare_strategies(frame: pd.DataFrame, cfg: RunConfig, out: Path) -> str:
                        "random walk vs FedAvg: mAP (mean ± std over seeds)")
     return tables.write(summary, out, "strategies", ("rank1", "mAP", *COSTS),
                         title="Random walk vs FedAvg", notes=(
-        f"{tables.made_with(compared)}. {cfg.walk_hops} walk hops and "
-        f"{cfg.incremental_hops} incremental hops; FedAvg runs round(hops / cameras) rounds "
-        "of every camera, so both train about as many images. "
+        f"{tables.made_with(compared)}. {_phases(cfg)}; FedAvg runs round(hops / cameras) "
+        "rounds of every camera, so both train about as many images. "
         "train-MB: the weights out and back for every node trained (clustering messages, the "
         "same for both, not counted); seconds: wall time in this process up to that stage "
         "(rw+t includes training the CycleGANs, rw+t+i includes rw+t); deployed-seconds: the "
@@ -320,10 +319,25 @@ def compare_strategies(frame: pd.DataFrame, cfg: RunConfig, out: Path) -> str:
         "whose costs were recorded (runs from before the costs were recorded have mAP only)."))
 
 
+def _phases(cfg: RunConfig) -> str:
+    """The walk's and the incremental walk's length: hops on the synthetic network, whose
+    cameras are known here, else as configured (hops, or passes over the cameras)."""
+    if cfg.dataset == "synthetic":
+        plan = configured(cfg, walk_strategy="random-walk").schedule(cfg.synthetic_cameras)
+        return f"{plan.walk} walk hops + {plan.incremental} incremental hops"
+    parts = []
+    for key, passes, what in (("walk_hops", "walk_passes", "walk"),
+                              ("incremental_hops", "incremental_passes", "incremental walk")):
+        hops = getattr(cfg, key)
+        parts.append(f"{getattr(cfg, passes)} passes of the {what}" if hops == FROM_PASSES
+                     else f"{hops} hops of the {what}")
+    return " + ".join(parts)
+
+
 def _notes(cfg: RunConfig, frame: pd.DataFrame) -> str:
     return (f"Dataset {cfg.dataset}, {cfg.arch} at {cfg.image_height}x{cfg.image_width}, "
             f"{tables.made_with(frame)}, "
-            f"{cfg.walk_hops} walk hops + {cfg.incremental_hops} incremental hops of "
+            f"{_phases(cfg)} of "
             f"{cfg.local_epochs} local epoch(s), seeds {sorted(set(frame['seed']))}. "
             "baseline: the pretrained weights (direct transfer); rw: random walk; +t: style "
             "transfer; +i: incremental walk on the clusters. control: rw+t walked on with "

@@ -29,7 +29,7 @@ from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from dmnreid.compute import resolve_device
-from dmnreid.config import ConfigError, RunConfig
+from dmnreid.config import ConfigError, RunConfig, Schedule
 from dmnreid.data_prep.partition import load_node, read_partition
 from dmnreid.experiments.settings import configured
 from dmnreid.memory.diagnostics import cluster_scores
@@ -241,9 +241,9 @@ class Network:
                           f"{_eta(time.perf_counter() - start, done, rounds)}")
         return Walked(state, copies, images, records)
 
-    def steps(self, hops: int) -> int:
-        """A phase of ``hops`` hops in this network's walk-strategy's steps."""
-        return self.cfg.phase_steps(hops, len(self.cameras))
+    def schedule(self) -> Schedule:
+        """The run's phases in steps on this network's cameras, resolved as the server does."""
+        return self.cfg.schedule(len(self.cameras))
 
     def order(self, hops: int, seed: int) -> list[int]:
         """The cameras a walk of ``hops`` visits (the server's order for the same seed)."""
@@ -251,19 +251,19 @@ class Network:
                 for i in hop_order(len(self.cameras), hops, self.cfg.walk_order, seed)]
 
     def first_walk(self, state: State) -> Walked:
+        steps = self.schedule().walk
         if self.cfg.walk_strategy == "fedavg":
-            return self.fedavg(state, self.steps(self.cfg.walk_hops))
-        return self.walk(state, self.order(self.cfg.walk_hops, self.cfg.seed))
+            return self.fedavg(state, steps)
+        return self.walk(state, self.order(steps, self.cfg.seed))
 
     def incremental(self, state: State) -> tuple[Walked, list[dict]]:
         """The incremental walk (paper 3.4) from ``state`` on the labels ``incremental-labels``
         names; clusters are recomputed every ``recluster-every`` hops, as in a Flower run.
         Returns the walk and each clustering's diagnostics."""
-        source = self.cfg.incremental_labels
-        visits = self.order(self.cfg.incremental_hops, self.cfg.seed + 1)
-        steps = self.steps(self.cfg.incremental_hops)
-        every = (self.steps(self.cfg.recluster_every) or steps) if source == "clusters" \
-            else steps
+        source, plan = self.cfg.incremental_labels, self.schedule()
+        steps = plan.incremental
+        visits = self.order(steps, self.cfg.seed + 1)
+        every = plan.recluster_every if source == "clusters" else steps
         walked = Walked(state, {}, 0, [])
         clusterings = []
         for first in range(0, steps, every):

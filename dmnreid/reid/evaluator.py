@@ -3,7 +3,8 @@
 Features are always computed camera by camera, by :func:`embed_camera`, whether the server
 embeds every camera's images itself (``eval-mode = "server"``) or each node embeds its own
 (``"federated"``): the same function on the same images in the same batches, so both give the
-same numbers. :func:`rank` then puts the cameras' items back in item order and scores them.
+same numbers. :func:`rank` then puts the cameras' items back in item order and scores them
+without a query x gallery matrix (``evaluate_features``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from dmnreid.compute import CPU
 from dmnreid.data_prep.partition import EVALUATOR_DIR
 from dmnreid.reid.camera_bn import adapted_copy
-from dmnreid.reid.evaluate import euclidean_distmat, evaluate_rank, pool_tracklet_features
+from dmnreid.reid.evaluate import evaluate_features, pool_tracklet_features
 from dmnreid.reid.evaluate import summarise as summarise_rank
 from dmnreid.reid.images import cached_decode
 from dmnreid.reid.model import ReidNet
@@ -45,11 +46,6 @@ class SplitFrames:
         return cls(cached_decode(frames, height, width, cache, name, progress),
                    table["item"].to_numpy(np.int64), table["pid"].to_numpy(np.int64),
                    table["camid"].to_numpy(np.int64))
-
-    def of_camera(self, camera: int) -> SplitFrames:
-        keep = self.camids == camera
-        return SplitFrames(self.images[torch.from_numpy(keep)], self.items[keep],
-                          self.pids[keep], self.camids[keep])
 
 
 @dataclass(frozen=True)
@@ -124,32 +120,49 @@ def joined_splits(cameras: Iterable[dict[str, ItemFeatures]]
 def rank(cameras: Iterable[dict[str, ItemFeatures]]) -> dict[str, float]:
     """CMC rank-1/5/10 and mAP over every camera's items, in item order."""
     query, gallery = joined_splits(cameras)
-    cmc, mean_ap = evaluate_rank(euclidean_distmat(query.features, gallery.features),
-                                 query.pids, gallery.pids, query.camids, gallery.camids)
+    cmc, mean_ap = evaluate_features(query.features, gallery.features, query.pids,
+                                     gallery.pids, query.camids, gallery.camids)
     return summarise_rank(cmc, mean_ap)
 
 
 class Evaluator:
-    """The server's copy of the query and gallery images (``eval-mode = "server"``)."""
+    """The server's copy of the query and gallery images (``eval-mode = "server"``).
+
+    It keeps only the tables. Each evaluation reads one camera's decoded query and gallery
+    frames back from that camera's cache files (written at construction), embeds them and
+    drops them before the next camera: at most one camera's images are in memory (all of
+    MSMT17's test images at 256x128 are 9 GB of uint8), for one read of the cache files per
+    evaluation. A camera's frames are its rows of the tables in table order, so its images,
+    batches and features are those of decoding the whole split and taking the camera's rows.
+    """
 
     def __init__(self, partition_dir: Path, height: int, width: int,
                  progress: bool = False, device: torch.device = CPU) -> None:
-        self.device = device
-        folder = partition_dir / EVALUATOR_DIR
-        frames = {}
-        for split in SPLITS:
-            table = pd.read_csv(folder / f"{split}.csv")
-            frames[split] = SplitFrames.read(table, list(table["frame"]), height, width,
-                                             folder / "cache", split, progress)
-        cameras = sorted({int(c) for f in frames.values() for c in f.camids})
-        # split once: every evaluation embeds camera by camera, as the nodes would
-        self.cameras = {c: {s: frames[s].of_camera(c) for s in SPLITS} for c in cameras}
+        self.device, self.height, self.width, self.progress = device, height, width, progress
+        self.folder = partition_dir / EVALUATOR_DIR
+        tables = {split: pd.read_csv(self.folder / f"{split}.csv") for split in SPLITS}
+        cameras = sorted({int(c) for table in tables.values() for c in table["camid"]})
+        self.tables = {c: {split: table[table["camid"] == c] for split, table in tables.items()}
+                       for c in cameras}
+        for camera in cameras:  # decode now: an unreadable image stops the run at its start
+            self.frames(camera)
+
+    def frames(self, camera: int) -> dict[str, SplitFrames]:
+        """One camera's decoded query and gallery frames, through its own cache files."""
+        return {split: SplitFrames.read(table, list(table["frame"]), self.height, self.width,
+                                        self.folder / "cache", f"{split}-camera{camera}",
+                                        self.progress)
+                for split, table in self.tables[camera].items()}
+
+    def _embed_camera(self, model: ReidNet, camera: int, bn_mode: str, adapt_images: int
+                      ) -> dict[str, ItemFeatures]:
+        frames = self.frames(camera)  # dropped on return
+        return embed_camera(model, frames["query"], frames["gallery"], bn_mode, adapt_images,
+                            self.device)
 
     def embed(self, model: ReidNet, bn_mode: str, adapt_images: int
               ) -> dict[int, dict[str, ItemFeatures]]:
-        return {c: embed_camera(model, split["query"], split["gallery"], bn_mode, adapt_images,
-                                self.device)
-                for c, split in self.cameras.items()}
+        return {c: self._embed_camera(model, c, bn_mode, adapt_images) for c in self.tables}
 
     def evaluate(self, model: ReidNet, bn_mode: str = "shared",
                  adapt_images: int = 0) -> dict[str, float]:

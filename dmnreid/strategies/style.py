@@ -34,7 +34,7 @@ from dmnreid.messages import (
     metrics_of,
     record_state,
 )
-from dmnreid.reid.evaluate import euclidean_distmat, evaluate_rank
+from dmnreid.reid.evaluate import evaluate_features
 from dmnreid.reid.images import cached_decode, resize
 from dmnreid.reid.model import ReidNet
 from dmnreid.reid.train import extract_features
@@ -95,9 +95,9 @@ def measure_gaps(generators: dict[int, ResnetGenerator],
     def retrieval(query: np.ndarray, pids: np.ndarray, camera: int) -> float | None:
         if not np.isin(pids, reference_pids).any():
             return None  # no identity in common with the target camera's sample
-        _, mean_ap = evaluate_rank(euclidean_distmat(query, reference_features), pids,
-                                   reference_pids, np.full(len(pids), camera),
-                                   np.full(len(reference_pids), target))
+        _, mean_ap = evaluate_features(query, reference_features, pids, reference_pids,
+                                       np.full(len(pids), camera),
+                                       np.full(len(reference_pids), target))
         return 100 * mean_ap
 
     rows = []

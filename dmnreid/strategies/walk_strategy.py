@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from logging import INFO, WARNING
 
 import numpy as np
@@ -55,6 +56,23 @@ def hop_order(num_nodes: int, hops: int, order: str, seed: int) -> list[int]:
             visits.extend(cycle)
         return visits[:hops]
     raise ValueError(f"walk order {order!r}: expected one of {', '.join(WALK_ORDERS)}")
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How a hop order covers its nodes: ``visited`` distinct nodes over the whole walk and
+    ``per_pass`` distinct nodes in each pass (consecutive ``num_nodes`` hops; the last pass
+    may be shorter)."""
+
+    visited: int
+    per_pass: tuple[int, ...]
+
+
+def coverage(order: Sequence[int], num_nodes: int) -> Coverage:
+    """The coverage of ``order`` over ``num_nodes`` nodes: a permutation walk visits every node
+    once per pass, a random one leaves some out (tells what a walk's passes really train)."""
+    passes = (order[i:i + num_nodes] for i in range(0, len(order), num_nodes))
+    return Coverage(len(set(order)), tuple(len(set(p)) for p in passes))
 
 
 def stand_in(live: Sequence[int], previous: int | None, seed: int, hop: int) -> int:
