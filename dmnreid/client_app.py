@@ -26,6 +26,7 @@ from dmnreid.data_prep.partition import load_node
 from dmnreid.memory.protocol import (
     FloodPayload,
     Pairs,
+    Top1Payload,
     TrianglePayload,
     node_flood,
     node_top1,
@@ -253,36 +254,38 @@ def _pairs_reply(msg: Message, pairs: Pairs, **metrics: int) -> Message:
 
 @app.query("top1")
 def top1(msg: Message, context: Context) -> Message:
-    """Mutual top-1 edges between this camera and every later camera (paper 3.3)."""
-    arrays, ids = _payload(msg, ("features", "cameras", "labels"))
+    """Mutual top-1 edges of the camera pairs the server dealt to this node (paper 3.3)."""
+    arrays, ids = _payload(msg, Top1Payload.KEYS)
     directory, camera = _camera(msg, context)
     bank = load_memory_bank(directory, _setting(msg, "run-key", str))
     limit = float(_config(msg).get("max-distance", 0.0))
     if not math.isfinite(limit) or limit < 0:
         raise ValueError(f"query.top1 message: max-distance {limit} is not a finite number >= 0")
-    edges = node_top1(camera, bank, arrays["features"].astype(np.float32), arrays["cameras"],
-                      arrays["labels"], ids, limit or None)
-    return _pairs_reply(msg, edges)
+    return _pairs_reply(msg, node_top1(camera, bank, Top1Payload.from_arrays(arrays), ids,
+                                       limit or None))
 
 
 @app.query("triangle")
 def triangle(msg: Message, context: Context) -> Message:
-    """This camera's edges that pass the triangle relation with threshold alpha."""
+    """This camera's edges that pass the triangle relation with threshold alpha, and its
+    memories' first labels."""
     arrays, ids = _payload(msg, TrianglePayload(Pairs.empty(), Pairs.empty()).to_arrays())
     _, camera = _camera(msg, context)
-    kept = node_triangle(camera, TrianglePayload.from_arrays(arrays),
-                         _setting(msg, "alpha"), ids)
-    return _pairs_reply(msg, kept)
+    reply = node_triangle(camera, TrianglePayload.from_arrays(arrays),
+                          _setting(msg, "alpha"), ids)
+    return _reply(msg, {"pairs": len(reply.kept)},
+                  **{PAYLOAD: arrays_record(reply.to_arrays())})
 
 
 @app.query("flood")
 def flood(msg: Message, context: Context) -> Message:
-    """One flooding step: merge the neighbours' sets into this camera's memories' sets."""
-    arrays, ids = _payload(msg, FloodPayload(*(Pairs.empty(),) * 3).to_arrays())
+    """One flooding step: each of this camera's memories takes the smallest label it got."""
+    arrays, ids = _payload(msg, FloodPayload(np.empty(0), Pairs.empty()).to_arrays())
     _, camera = _camera(msg, context)
-    reply = node_flood(camera, FloodPayload.from_arrays(arrays), ids)
-    return _reply(msg, {"changed": int(reply.changed)},
-                  **{PAYLOAD: arrays_record(reply.to_arrays())})
+    payload = FloodPayload.from_arrays(arrays)
+    labels = node_flood(camera, payload, ids)
+    return _reply(msg, {"changed": int(np.any(labels < payload.labels))},
+                  **{PAYLOAD: arrays_record({"labels": labels})})
 
 
 @app.query("weights")

@@ -26,6 +26,7 @@ CHOICES = {
     "prototype_negatives": ("all", "camera"),
     "unify": ("pick-one", "average"),
     "flood_reach": ("edges", "sets"),
+    "top1_on": ("nodes", "server"),
     "memory_features": ("plain", "centred"),
     "style_use": ("translated", "both"),
     "transfer_dtype": ("float32", "float16", "bfloat16"),
@@ -210,6 +211,7 @@ class RunConfig:
     memory_features: str = "plain"
     top1_max_distance: float = 0.0
     flood_reach: str = "sets"
+    top1_on: str = "nodes"
     incremental_hops: int = FROM_PASSES
     incremental_passes: int = 3
     recluster_every: int = FROM_PASSES

@@ -55,6 +55,9 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        # records per JSONL file, counted once and then kept as this object writes them:
+        # a checkpoint after every hop asks, and re-reading the files made a run O(hops^2)
+        self._lines: dict[str, int] = {}
 
     @classmethod
     def create(cls, output_dir: Path, name: str) -> RunDir:
@@ -88,11 +91,17 @@ class RunDir:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        if name in self._lines:
+            self._lines[name] += 1
 
     def count_lines(self, name: str) -> int:
-        """Records in a JSONL file, without parsing them."""
-        path = self.path / name
-        return sum(1 for line in path.open() if line.strip()) if path.is_file() else 0
+        """Records in a JSONL file: read (not parsed) the first time, then kept up to date
+        by :meth:`append` and :meth:`truncate_lines`."""
+        if name not in self._lines:
+            path = self.path / name
+            self._lines[name] = sum(1 for line in path.open() if line.strip()) \
+                if path.is_file() else 0
+        return self._lines[name]
 
     def read_lines(self, name: str) -> list[dict]:
         path = self.path / name
@@ -104,6 +113,7 @@ class RunDir:
         """Drop records past ``keep``: a resumed run redoes work its checkpoint does not hold."""
         lines = self.read_lines(name)[:keep]
         write_bytes(self.path / name, "".join(json.dumps(r) + "\n" for r in lines).encode())
+        self._lines[name] = len(lines)
 
     def save_checkpoint(self, state: OrderedDict[str, torch.Tensor], info: dict,
                         head: OrderedDict[str, torch.Tensor] | None = None) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from logging import INFO, WARNING
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord, Context
+from flwr.app import ArrayRecord, Context, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
@@ -29,6 +30,7 @@ from dmnreid.messages import (
     HEAD,
     PROTOTYPES,
     WEIGHTS,
+    Answers,
     NodeError,
     arrays_record,
     as_sent,
@@ -60,7 +62,7 @@ from dmnreid.strategies.hops import Hop, SkippedHop, State
 from dmnreid.strategies.pretrained import distribute_weights
 from dmnreid.strategies.roster import Roster, camera_of_info, info_message
 from dmnreid.strategies.style import STYLE_JSON, style_phase
-from dmnreid.strategies.unification import average_states, pick_one
+from dmnreid.strategies.unification import pick_one, running_mean
 
 app = ServerApp()
 DEFAULTS = defaults()
@@ -269,6 +271,7 @@ class Session:
     evaluator: Evaluator | None
     base_config: dict
     metrics: dict = field(default_factory=dict)
+    network_events: int = -1  # the roster's events when network.json was last written
 
     @property
     def nodes(self) -> list[tuple[int, int]]:
@@ -297,13 +300,18 @@ class Session:
 
     def save_network(self) -> None:
         """network.json: every camera, its node, which are left out and why, and each
-        failure and return so far; rounds.json: the message rounds per phase so far;
-        messages.json: the messages, replies and their bytes per message type so far."""
-        self.run.write_json(NETWORK_JSON, {
-            "cameras": {str(c): n for c, n in self.network.tracklets.items()},
-            "nodes": {str(c): n for c, n in self.roster.nodes.items()},
-            "left_out": {str(c): why for c, why in sorted(self.roster.out.items())},
-            "events": self.roster.events})
+        failure and return so far, written only when the roster changed (every change of a
+        node or of the cameras left out adds an event): not after every hop, as it grows
+        with the events. rounds.json: the message rounds per phase so far; messages.json:
+        the messages, replies and their bytes per message type and phase so far (both of a
+        size fixed by the phases and message types, whatever the run's length)."""
+        if len(self.roster.events) != self.network_events:
+            self.run.write_json(NETWORK_JSON, {
+                "cameras": {str(c): n for c, n in self.network.tracklets.items()},
+                "nodes": {str(c): n for c, n in self.roster.nodes.items()},
+                "left_out": {str(c): why for c, why in sorted(self.roster.out.items())},
+                "events": self.roster.events})
+            self.network_events = len(self.roster.events)
         self.run.write_json(ROUNDS_JSON, self.grid.rounds)
         self.run.write_json(MESSAGES_JSON, self.grid.messages)
 
@@ -432,54 +440,74 @@ def trained_incremental(run: RunDir) -> list[int]:
                    if h["phase"] == "incremental" and "loss" in h})
 
 
+def model_copy(content: RecordDict, camera: int, like: State) -> State:
+    """A camera's model copy from its ``query.weights`` reply: a finite model like ``like``,
+    or a StateError."""
+    copy = record_state(content[WEIGHTS]) if WEIGHTS in content else State()
+    check_state(copy, f"camera {camera}'s model copy", like=like)
+    return copy
+
+
+def usable_copies(answers: Answers, like: State, used: list[int],
+                  rejected: dict[int, str]) -> Iterator[State]:
+    """Each camera's model copy in camera order, decoded and checked only when it is taken
+    (its reply released then); the camera goes to ``used`` or, with why, to ``rejected``."""
+    for camera in sorted(answers.content):
+        answers.replies.pop(camera, None)
+        try:
+            copy = model_copy(answers.content.pop(camera), camera, like)
+        except StateError as err:
+            rejected[camera] = str(err)
+            continue
+        used.append(camera)
+        yield copy
+        del copy  # released before the next copy is decoded
+
+
 def unify_phase(session: Session, state: State) -> State:
     """Pick one node's model or average them (each node's own copy, fetched), among the
     cameras that trained an incremental hop and are taking part now.
 
     A copy that does not come (node failed or gone) or is not a finite model of the walking
     layers is left out and recorded; pick-one then picks again among the others. When no
-    copy is left, the model stays the walk's last good weights ``state``.
+    copy is left, the model stays the walk's last good weights ``state``. The average is a
+    running mean over the copies as they are decoded, not over all of them held at once.
     """
     cfg, run = session.cfg, session.run
     session.roster.begin_phase(session.grid, "unification")
     live = {c for _, c in session.nodes}
-    candidates = [c for c in trained_incremental(run) if c in live]
-    states: dict[int, State] = {}
+    trained = trained_incremental(run)
+    candidates = [c for c in trained if c in live]
+    used: list[int] = []
     rejected: dict[int, str] = {}
-    while candidates and not (states and cfg.unify == "pick-one"):
+    unified: State | None = None
+    while candidates and unified is None:
         chosen = [pick_one(candidates, cfg.seed)] if cfg.unify == "pick-one" else candidates
         answers = ask_nodes(session.grid, [(n, c) for n, c in session.nodes if c in chosen],
                             "query.weights", session.base_config, cfg.node_timeout)
         rejected |= answers.missing
-        for camera, content in answers.content.items():
-            try:
-                copy = record_state(content[WEIGHTS]) if WEIGHTS in content else None
-                check_state(copy or {}, f"camera {camera}'s model copy", like=state)
-                states[camera] = copy
-            except StateError as err:
-                rejected[camera] = str(err)
+        copies = usable_copies(answers, state, used, rejected)
+        if cfg.unify == "average":
+            mean = running_mean(copies)
+            # rounded as it travels, like every other model: the final model is the one the
+            # nodes receive (and evaluate, with eval-mode = federated), not a finer one
+            unified = as_sent(mean, cfg.transfer_dtype) if mean is not None else None
+        else:
+            unified = next(copies, None)
         for camera in chosen:
             if camera in rejected:
                 log(WARNING, "Unification leaves out camera %d: %s", camera, rejected[camera])
         candidates = [c for c in candidates if c not in chosen]
-        if cfg.unify == "average":
-            break
-    record = {"mode": cfg.unify, "cameras": sorted(states), "count": len(states),
-              "trained": trained_incremental(run)}
+    record = {"mode": cfg.unify, "cameras": sorted(used), "count": len(used),
+              "trained": trained}
     if rejected:
         record["rejected"] = {str(c): why for c, why in sorted(rejected.items())}
-    if not states:
+    if unified is None:
         record["fallback"] = "the walk's last good weights"
         log(WARNING, "No usable model copy: the final model is the walk's last good weights")
-    log(INFO, "Unified (%s) over %d camera(s) %s", cfg.unify, len(states), sorted(states))
+    log(INFO, "Unified (%s) over %d camera(s) %s", cfg.unify, len(used), sorted(used))
     run.write_json("unification.json", record)
-    if not states:
-        return state
-    if cfg.unify == "pick-one":
-        return next(iter(states.values()))
-    # rounded as it travels, like every other model: the final model is the one the nodes
-    # receive (and evaluate, with eval-mode = federated), not a finer one only the server has
-    return as_sent(average_states([states[c] for c in sorted(states)]), cfg.transfer_dtype)
+    return state if unified is None else unified
 
 
 def saved_network(cfg: RunConfig) -> dict | None:

@@ -15,6 +15,10 @@ MESSAGE_TYPES = {"query.info", "query.pretrained", "train.style", "train.walk", 
                  "query.top1", "query.triangle", "query.flood", "query.weights", "query.embed"}
 EMBEDDING = {f"{split}-{k}" for split in ("query", "gallery")
              for k in ("items", "pids", "camids", "features")}
+# what each clustering round's reply may hold: int64 ids only (edges, labels)
+CLUSTERING = {"query.top1": {"pairs_owner", "pairs_member"},
+              "query.triangle": {"pairs_owner", "pairs_member", "labels"},
+              "query.flood": {"labels"}}
 
 
 def audit_entries(folder: Path) -> list[dict]:
@@ -29,9 +33,9 @@ def _forbidden(value: object) -> bool:
         ext in text for ext in (".jpg", ".jpeg", ".png", ".pt"))
 
 
-def _check_arrays(name: str, entries: dict, weights: dict) -> None:
+def _check_arrays(message_type: str, name: str, entries: dict, weights: dict) -> None:
     """Model weights, 512-d float32 or float16 feature vectors (memory banks, embeddings,
-    prototype centroids), or int64 ids/edges: nothing else."""
+    prototype centroids), or int64 ids/edges/labels: nothing else."""
     assert not any(is_bn_statistic(key) for key in entries), "camera statistics left a node"
     if name == "weights":
         assert set(entries) == set(weights)
@@ -48,6 +52,8 @@ def _check_arrays(name: str, entries: dict, weights: dict) -> None:
             assert entries[key]["shape"] == vectors["shape"][:1]
         return
     assert name in ("memory", "payload"), name
+    if message_type in CLUSTERING:
+        assert set(entries) == CLUSTERING[message_type], (message_type, set(entries))
     for key, array in entries.items():
         if name == "memory" or key.endswith("-features"):
             assert key in ("features", *EMBEDDING) and array["dtype"] in ("float32", "float16")
@@ -55,8 +61,7 @@ def _check_arrays(name: str, entries: dict, weights: dict) -> None:
         elif key in EMBEDDING:  # an item's number, its person and camera
             assert array["dtype"] == "int64" and len(array["shape"]) == 1
         else:
-            assert key in ("pairs_owner", "pairs_member", "sets_owner", "sets_member",
-                           "labels", "changed"), key
+            assert key in set().union(*CLUSTERING.values()), key
             assert array["dtype"] == "int64" and len(array["shape"]) == 1
 
 
@@ -73,7 +78,7 @@ def check_replies(entries: list[dict], walking: dict, generator: dict) -> None:
         weights = generator if entry["message_type"] == "train.style" else walking
         for name, record in entry["records"].items():
             if record["kind"] == "array":
-                _check_arrays(name, record["entries"], weights)
+                _check_arrays(entry["message_type"], name, record["entries"], weights)
             else:
                 for key, value in record["entries"].items():
                     assert value["type"] in ("int", "float"), (key, value)

@@ -2,7 +2,9 @@
 
 The brute force below is a third, independent implementation in plain Python with exact integer
 arithmetic, so on integer-valued features it pins down the semantics (ties to the lowest label,
-simultaneous triangle filter, min-gid labels) for both numpy implementations.
+simultaneous triangle filter, min-gid labels) for both numpy implementations. Cameras lost
+after the memory round are simulated on the in-process transport: the protocol must then give
+exactly what the reference gives on the remaining cameras.
 """
 
 from __future__ import annotations
@@ -15,28 +17,39 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.bench_clustering import make_banks
 from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import (
+    AllCamerasLost,
     FloodPayload,
-    FloodReply,
     Pairs,
     ProtocolError,
+    RoundStats,
     Top1Payload,
     TrianglePayload,
+    TriangleReply,
+    assign_pairs,
     check_flood_replies,
     check_top1_replies,
     check_triangle_replies,
     cluster_distributed,
+    drop_cameras,
     flood_settled,
-    labels_from_flood,
+    in_process,
     node_flood,
     node_top1,
     node_triangle,
     route_flood,
     route_top1,
     route_triangle,
+    run_protocol,
 )
-from dmnreid.memory.reference import GlobalIds, cluster_centralised, validate_banks
+from dmnreid.memory.reference import (
+    ClusterResult,
+    GlobalIds,
+    cluster_centralised,
+    validate_banks,
+)
 
 # ---------------------------------------------------------------------------------------------
 # brute force oracle
@@ -142,11 +155,14 @@ def test_reference_and_protocol_match_brute_force(banks, alpha):
     assert ref.cluster_of.tolist() == labels
     assert edge_set(ref.mutual_edges) == mutual
     assert edge_set(ref.kept_edges) == kept
-    for reach in ("edges", "sets"):
-        dist, rounds = cluster_distributed(banks, alpha, reach=reach)
+    runners = len(assign_pairs(ref.ids))
+    for reach, top1_on in itertools.product(("edges", "sets"), ("nodes", "server")):
+        dist, rounds = cluster_distributed(banks, alpha, reach=reach, top1_on=top1_on)
         assert_same(ref, dist)
-        assert [r.name for r in rounds[:2]] == ["top1", "triangle"]
-        assert all(r.messages == len(banks) for r in rounds)
+        names = [r.name for r in rounds]
+        top1 = ["top1"] if runners and top1_on == "nodes" else []
+        assert names[:len(top1) + 2] == [*top1, "triangle", "flood-1"]
+        assert all(r.messages == (runners if r.name == "top1" else len(banks)) for r in rounds)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -169,8 +185,8 @@ def test_protocol_matches_reference_on_gaussian_identities(seed, alpha):
     banks = gaussian_banks(seed)
     ref = cluster_centralised(banks, alpha)
     assert ref.edges_mutual > 0
-    for reach in ("edges", "sets"):
-        assert_same(ref, cluster_distributed(banks, alpha, reach=reach)[0])
+    for reach, top1_on in itertools.product(("edges", "sets"), ("nodes", "server")):
+        assert_same(ref, cluster_distributed(banks, alpha, reach=reach, top1_on=top1_on)[0])
 
 
 def test_single_tracklet_empty_and_partnerless_cameras():
@@ -187,7 +203,7 @@ def test_single_tracklet_empty_and_partnerless_cameras():
     only = {5: np.ones((1, 3), np.float32)}               # one camera: no pair, no edge
     res, rounds = cluster_distributed(only, 1)
     assert res.clusters == 1 and res.edges_mutual == 0 and res.labels[5].tolist() == [0]
-    assert len(rounds) == 3                                # top1, triangle, one quiet flood
+    assert [r.name for r in rounds] == ["triangle", "flood-1"]  # no pair: no top-1 round
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,30 +257,25 @@ def test_chain_floods_into_one_cluster():
 
 
 def flood_only(edges: list[tuple[int, int]], sizes: dict[int, int], reach: str) -> tuple:
-    """Run only the flood rounds on a hand-made surviving graph: (labels, rounds)."""
+    """Run only the triangle (alpha 0: it keeps every edge and gives the first labels) and
+    the flood rounds on a hand-made graph: (labels, flood rounds)."""
     ids = GlobalIds.from_sizes(sizes)
-    src = np.array([u for u, v in edges] + [v for u, v in edges], np.int64)
-    dst = np.array([v for u, v in edges] + [u for u, v in edges], np.int64)
-    order = np.argsort(src, kind="stable")
-    kept = Pairs(src[order], dst[order])
-    sets = {}
-    for cam in ids.cameras.tolist():
-        lo, hi = ids.range(cam)
-        mine = (kept.owner >= lo) & (kept.owner < hi)
-        sets[cam] = Pairs(kept.owner[mine], kept.member[mine])
+    step1 = Pairs(np.array([min(e) for e in edges], np.int64),
+                  np.array([max(e) for e in edges], np.int64))
+    replies = {c: node_triangle(c, p, 0, ids) for c, p in route_triangle(step1, ids).items()}
+    kept, labels = check_triangle_replies(replies, step1, ids)
+
+    def flood_round(labels: np.ndarray) -> np.ndarray:
+        payloads = route_flood(labels, kept, ids, reach)
+        return check_flood_replies({c: node_flood(c, p, ids) for c, p in payloads.items()},
+                                   labels, ids)
+
     for rounds in itertools.count(1):
-        replies = {c: node_flood(c, p, ids)
-                   for c, p in route_flood(sets, kept, ids, reach).items()}
-        sets = {c: r.sets for c, r in replies.items()}
-        changed = check_flood_replies(replies, ids)
-        payloads = route_flood(sets, kept, ids, reach)
-        if not changed or flood_settled(payloads, ids):
+        labels = flood_round(labels)
+        if flood_settled(labels, kept):
             # the server's shortcut is exact: one more round would change nothing
-            again = {c: node_flood(c, p, ids) for c, p in payloads.items()}
-            assert not check_flood_replies(again, ids)
-            assert labels_from_flood(again, ids).tolist() == \
-                labels_from_flood(replies, ids).tolist()
-            return labels_from_flood(replies, ids).tolist(), rounds
+            assert np.array_equal(flood_round(labels), labels)
+            return labels.tolist(), rounds
 
 
 def test_flooding_rounds_on_a_path_one_memory_per_camera():
@@ -272,80 +283,266 @@ def test_flooding_rounds_on_a_path_one_memory_per_camera():
     sizes = {c: 1 for c in range(1, 9)}
     labels, hop_rounds = flood_only(path, sizes, "edges")
     assert labels == [0] * 8
-    assert hop_rounds == 6           # radius 1 -> 7, no quiet round: the server sees it settled
-    labels, doubling_rounds = flood_only(path, sizes, "sets")
+    assert hop_rounds == 6           # label 0 reaches 1 in the triangle round, 7 in 6 more
+    labels, set_rounds = flood_only(path, sizes, "sets")
     assert labels == [0] * 8
-    assert doubling_rounds == 3                             # radius 1, 2, 4, 8
+    assert set_rounds == 2
+
+
+def test_sets_reach_needs_rounds_in_the_log_of_the_component_not_its_diameter():
+    rng = np.random.default_rng(5)
+    order = rng.permutation(512)                            # a path through gids in random order
+    path = [(int(a), int(b)) for a, b in itertools.pairwise(order)]
+    sizes = {c: 64 for c in range(1, 9)}
+    labels, set_rounds = flood_only(path, sizes, "sets")
+    assert labels == [0] * 512
+    assert set_rounds <= 2 * math.log2(512)
+    _, hop_rounds = flood_only(path, sizes, "edges")
+    where = int(np.flatnonzero(order == 0)[0])              # label 0 walks to both path ends
+    assert hop_rounds == max(where, 511 - where) - 1
 
 
 def test_flooding_keeps_separate_components_apart():
-    labels, _ = flood_only([(0, 3), (3, 5), (1, 4)], {1: 3, 2: 2, 3: 1}, "sets")
-    assert labels == [0, 1, 2, 0, 1, 0]
+    for reach in ("edges", "sets"):
+        labels, _ = flood_only([(0, 3), (3, 5), (1, 4)], {1: 3, 2: 2, 3: 1}, reach)
+        assert labels == [0, 1, 2, 0, 1, 0]
 
 
 # ---------------------------------------------------------------------------------------------
-# node functions and routing, as the Flower layer will call them
+# balanced top-1 blocks, and the benchmark's 15-camera network
+
+
+def block_stats(assignment: dict[int, np.ndarray], sizes: dict[int, int]) -> tuple:
+    """(banks each runner receives, work of each runner: sum of N_a N_b over its pairs)."""
+    banks = [len(set(p.ravel().tolist()) - {r}) for r, p in assignment.items()]
+    work = [sum(sizes[a] * sizes[b] for a, b in p.tolist()) for p in assignment.values()]
+    return banks, work
+
+
+@pytest.mark.parametrize("cameras", range(2, 61))
+def test_blocks_cover_every_camera_pair_once_with_sqrt_2m_banks_and_even_work(cameras):
+    sizes = {c: 100 for c in range(1, cameras + 1)}
+    ids = GlobalIds.from_sizes(sizes)
+    assignment = assign_pairs(ids)
+    decided = sorted(tuple(p) for pairs in assignment.values() for p in pairs.tolist())
+    assert decided == list(itertools.combinations(range(1, cameras + 1), 2))  # once each
+    assert all(r in pairs for r, pairs in assignment.items())  # a runner holds one bank
+    banks, work = block_stats(assignment, sizes)
+    assert max(banks) <= math.sqrt(2 * cameras) + 1.5               # proved in assign_pairs
+    assert sum(banks) <= cameras * (cameras - 1) // 2               # never more than before
+    mean = sum(work) / cameras                                      # over all M nodes
+    # measured for M = 2..60: max/mean 2.0 (M = 2, 4, 5), <= 1.75 from M = 6 (the old
+    # routing: 2.0, camera 1 judging M - 1 pairs); max/min over the nodes given pairs 4.0
+    # (M = 6), 3.0 (M = 4), <= 1.8 from M = 7
+    assert max(work) <= (2.0 if cameras < 6 else 1.75) * mean
+    assert max(work) <= (4.0 if cameras < 7 else 1.8) * min(work)
+
+
+def test_blocks_skip_empty_cameras_and_balance_unequal_banks():
+    rng = np.random.default_rng(0)
+    for cameras in (15, 30, 60):
+        sizes = {c: int(rng.integers(50, 700)) for c in range(1, cameras + 1)}
+        sizes[3] = 0
+        assignment = assign_pairs(GlobalIds.from_sizes(sizes))
+        decided = sorted(tuple(p) for pairs in assignment.values() for p in pairs.tolist())
+        with_memories = [c for c in sorted(sizes) if sizes[c]]
+        assert decided == list(itertools.combinations(with_memories, 2))
+        _, work = block_stats(assignment, sizes)
+        everything = sum(sizes[a] * sizes[b] for a, b in decided)
+        # measured over 20 draws of sizes 50..700: max/mean <= 1.75 from M = 8 (2.55 below)
+        assert max(work) <= 1.75 * everything / len(with_memories)
+    assert assign_pairs(GlobalIds.from_sizes({4: 3, 5: 0})) == {}
+
+
+@pytest.fixture(scope="module")
+def network15() -> dict[int, np.ndarray]:
+    """The benchmark's 15-camera network (1 + Poisson(2) cameras per identity), d = 128."""
+    return make_banks(cameras=15, dim=128)[0]
+
+
+@pytest.mark.parametrize("reach", ["edges", "sets"])
+def test_fifteen_cameras_equal_the_reference_and_rounds_stay_few(network15, reach):
+    ref = cluster_centralised(network15, 1)
+    dist, rounds = cluster_distributed(network15, 1, reach=reach)
+    assert_same(ref, dist)
+    assert ref.clusters < ref.ids.total and ref.edges_kept < ref.edges_mutual
+    top1 = rounds[0]
+    banks = sum(b.nbytes for b in network15.values())
+    # every bank about sqrt(2M) times instead of (M - 1) / 2 times (4.0 and 7.0 for M = 15)
+    assert top1.name == "top1" and top1.bytes_sent < 4.2 * banks
+    assert sum(r.name.startswith("flood") for r in rounds) <= (6 if reach == "sets" else 40)
+
+
+def test_top1_on_the_server_gives_the_same_clusters_without_a_top1_round(network15):
+    ref, rounds = cluster_distributed(network15, 1, reach="sets")
+    served, served_rounds = cluster_distributed(network15, 1, reach="sets", top1_on="server")
+    assert_same(ref, served)
+    assert [r.name for r in served_rounds] == [r.name for r in rounds[1:]]
+
+
+# ---------------------------------------------------------------------------------------------
+# a camera lost after the memory round
+
+
+def losing(cameras: dict[str, set[int]], send):
+    """The in-process transport, with ``cameras[round]`` lost in that round (no reply)."""
+
+    def lossy(name, ids, payloads):
+        gone = cameras.get(name, set()) & set(payloads)
+        replies, _ = send(name, ids, {c: p for c, p in payloads.items() if c not in gone})
+        return replies, {c: "lost (test)" for c in gone}
+
+    return lossy
+
+
+def clusters_without(banks, lost: dict[str, set[int]], alpha: int = 1, reach: str = "sets"):
+    """(reference on the cameras left, the protocol losing ``lost``, its rounds' names)."""
+    _, feats = validate_banks(banks)
+    stats: list[RoundStats] = []
+    out = run_protocol(feats, alpha, losing(lost, in_process(feats, alpha, None, stats)),
+                       reach=reach)
+    ref = cluster_centralised({c: b for c, b in banks.items() if c not in out.missing}, alpha)
+    return ref, out, [r.name for r in stats]
+
+
+@pytest.mark.parametrize(("lost", "then"), [
+    ({"top1": {2}}, ["top1", "top1", "triangle"]),            # its pairs dealt again
+    ({"top1": {1, 9}}, ["top1", "top1", "triangle"]),
+    ({"triangle": {5}}, ["top1", "triangle", "triangle"]),    # the top-1 edges are kept
+    ({"flood-1": {15}}, ["top1", "triangle", "flood-1", "triangle"]),
+    ({"flood-2": {7}, "triangle": {3}}, ["top1", "triangle", "triangle", "flood-1", "flood-2",
+                                          "triangle"]),
+])
+def test_a_lost_camera_gives_exactly_the_clusters_of_the_others(network15, lost, then):
+    ref, out, names = clusters_without(network15, lost)
+    gone = set().union(*lost.values())
+    assert sorted(out.missing) == sorted(gone)
+    assert all(out.missing[c]["round"] == r for r, cams in lost.items() for c in cams)
+    assert out.ids.cameras.tolist() == ref.ids.cameras.tolist()
+    assert np.array_equal(out.cluster_of, ref.cluster_of)
+    step1 = np.stack([out.step1.owner, out.step1.member], axis=1)
+    assert np.array_equal(step1, ref.mutual_edges)
+    assert names[:len(then)] == then and names.count("top1") == then.count("top1")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(banks=integer_banks(), alpha=st.integers(0, 2), reach=st.sampled_from(["edges", "sets"]),
+       data=st.data())
+def test_losing_cameras_in_any_round_equals_the_reference_on_the_others(banks, alpha, reach,
+                                                                         data):
+    cameras = st.sets(st.sampled_from(sorted(banks)), min_size=1, max_size=2)
+    lost = data.draw(st.dictionaries(st.sampled_from(["top1", "triangle", "flood-1",
+                                                      "flood-2"]), cameras, max_size=2))
+    try:
+        ref, out, _ = clusters_without(banks, lost, alpha, reach)
+    except AllCamerasLost as err:
+        assert set(err.missing) == set(banks)
+        return
+    assert set(out.missing) <= set().union(*lost.values(), set())
+    assert_same(ref, ClusterResult.build(out.ids, out.cluster_of, np.stack(
+        [out.step1.owner, out.step1.member], axis=1), np.stack([out.kept.owner, out.kept.member],
+                                                               axis=1)))
+
+
+def test_the_triangle_is_judged_again_because_a_lost_camera_held_the_common_neighbour():
+    banks = {1: point(0.0), 2: point(1.0), 3: point(2.0)}   # a triangle: alpha 1 keeps it all
+    assert cluster_centralised(banks, 1).clusters == 1
+    ref, out, names = clusters_without(banks, {"flood-1": {3}})
+    # without camera 3, memories 1:0 and 2:0 share no neighbour: their edge goes
+    assert ref.clusters == 2 and out.cluster_of.tolist() == [0, 1]
+    assert names == ["top1", "triangle", "flood-1", "triangle", "flood-1"]
+
+
+def test_losing_every_camera_is_an_error_naming_each():
+    banks = gaussian_banks(0, cameras=3)
+    with pytest.raises(ProtocolError, match=r"camera 1: round triangle.*camera 3: round "
+                                            r"flood-1"):
+        clusters_without(banks, {"triangle": {1, 2}, "flood-1": {3}})
+
+
+def test_dropping_a_camera_renumbers_the_edges_of_the_others():
+    ids = GlobalIds.from_sizes({1: 2, 2: 3, 3: 1, 4: 2})
+    # gids: camera 1: 0, 1; camera 2: 2, 3, 4; camera 3: 5; camera 4: 6, 7
+    edges = Pairs(np.array([0, 1, 2, 4, 5]), np.array([5, 3, 6, 7, 7]))
+    left, kept = drop_cameras(ids, edges, {3})
+    assert left.cameras.tolist() == [1, 2, 4] and left.total == 7
+    assert list(zip(kept.owner.tolist(), kept.member.tolist(), strict=True)) == [
+        (1, 3), (2, 5), (4, 6)]
+
+
+# ---------------------------------------------------------------------------------------------
+# node functions and routing, as the Flower layer calls them
 
 
 def roundtrip(obj):
     """What a Flower ArrayRecord does to a payload: flatten to arrays, copy, rebuild."""
-    arrays = {k: np.array(v, copy=True) for k, v in obj.to_arrays().items()}
-    return type(obj).from_arrays(arrays)
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    if isinstance(obj, Pairs):
+        return Pairs.from_arrays({k: v.copy() for k, v in obj.to_arrays("p").items()}, "p")
+    return type(obj).from_arrays({k: np.array(v, copy=True) for k, v in obj.to_arrays().items()})
 
 
 def test_protocol_runs_on_flattened_arrays_only():
     banks = gaussian_banks(3)
-    ids, feats = validate_banks(banks)
-    ids = GlobalIds.from_arrays({k: v.copy() for k, v in ids.to_arrays().items()})
-    top1 = {}
-    for cam, payload in route_top1(feats, ids).items():
-        p = roundtrip(payload)
-        reply = node_top1(cam, feats[cam], p.features, p.cameras, p.labels, ids)
-        top1[cam] = Pairs.from_arrays({k: v.copy() for k, v in reply.to_arrays("e").items()},
-                                      "e")
-    step1 = check_top1_replies(top1, ids)
-    tri = {}
-    for cam, payload in route_triangle(step1, ids).items():
-        reply = node_triangle(cam, roundtrip(payload), 1, ids)
-        tri[cam] = Pairs(reply.owner.copy(), reply.member.copy())
-    kept = check_triangle_replies(tri, step1, ids)
-    sets: dict[int, Pairs] = tri
-    while True:
-        replies = {c: roundtrip(node_flood(c, roundtrip(p), ids))
-                   for c, p in route_flood(sets, kept, ids).items()}
-        sets = {c: r.sets for c, r in replies.items()}
-        if not check_flood_replies(replies, ids):
-            break
-    ref = cluster_centralised(banks, 1)
-    assert np.array_equal(labels_from_flood(replies, ids), ref.cluster_of)
+    _, feats = validate_banks(banks)
+
+    def send(name, ids, payloads):
+        ids = GlobalIds.from_arrays({k: v.copy() for k, v in ids.to_arrays().items()})
+        replies = {}
+        for cam, payload in payloads.items():
+            payload = roundtrip(payload)
+            if name == "top1":
+                reply = node_top1(cam, feats[cam], payload, ids)
+            elif name == "triangle":
+                reply = node_triangle(cam, payload, 1, ids)
+            else:
+                reply = node_flood(cam, payload, ids)
+            replies[cam] = roundtrip(reply)
+        return replies, {}
+
+    for reach in ("edges", "sets"):
+        out = run_protocol(banks, 1, send, reach=reach)
+        assert np.array_equal(out.cluster_of, cluster_centralised(banks, 1).cluster_of)
 
 
-def test_top1_decides_only_higher_cameras_and_accepts_all_other_banks():
-    banks = gaussian_banks(1, cameras=4)
+def step1_edges(feats: dict[int, np.ndarray], ids: GlobalIds) -> tuple[Pairs, dict, dict]:
+    """The top-1 round in-process: (checked edges, replies, assignment)."""
+    assignment = assign_pairs(ids)
+    replies = {c: node_top1(c, feats[c], p, ids)
+               for c, p in route_top1(feats, assignment, ids).items()}
+    return check_top1_replies(replies, assignment, ids), replies, assignment
+
+
+def test_a_top1_node_decides_its_pairs_only_and_takes_rows_in_any_order():
+    banks = gaussian_banks(1, cameras=7)
     ids, feats = validate_banks(banks)
-    payloads = route_top1(feats, ids)
-    assert payloads[4].features.shape[0] == 0
-    assert set(payloads[2].cameras.tolist()) == {3, 4}
-    # sending every other bank, shuffled, gives the same edges
-    rng = np.random.default_rng(0)
-    others = [c for c in feats if c != 2]
-    f = np.concatenate([feats[c] for c in others])
-    cams = np.concatenate([np.full(len(feats[c]), c) for c in others])
-    labs = np.concatenate([np.arange(len(feats[c])) for c in others])
-    perm = rng.permutation(len(f))
-    p = payloads[2]
-    a = node_top1(2, feats[2], p.features, p.cameras, p.labels, ids)
-    b = node_top1(2, feats[2], f[perm], cams[perm], labs[perm], ids)
-    assert np.array_equal(a.owner, b.owner) and np.array_equal(a.member, b.member)
-    assert np.all(ids.camera_of(a.member) > 2) and np.all(ids.camera_of(a.owner) == 2)
+    assignment = assign_pairs(ids)
+    payloads = route_top1(feats, assignment, ids)
+    for runner, pairs in assignment.items():
+        p = payloads[runner]
+        needed = set(pairs.ravel().tolist()) - {runner}
+        assert set(p.cameras.tolist()) == needed and runner not in p.cameras
+        edges = node_top1(runner, feats[runner], p, ids)
+        decided = set(zip(ids.camera_of(edges.owner).tolist(),
+                          ids.camera_of(edges.member).tolist(), strict=True))
+        assert decided <= set(map(tuple, pairs.tolist()))
+        # rows shuffled, and the bank of a camera it does not need: the same edges
+        extra = next(c for c in ids.cameras.tolist() if c not in needed | {runner})
+        feats_x = np.concatenate([p.features, feats[extra]])
+        cams_x = np.concatenate([p.cameras, np.full(ids.size(extra), extra)])
+        labels_x = np.concatenate([p.labels, np.arange(ids.size(extra))])
+        perm = np.random.default_rng(runner).permutation(len(feats_x))
+        shuffled = Top1Payload(feats_x[perm], cams_x[perm], labels_x[perm], p.pairs)
+        again = node_top1(runner, feats[runner], shuffled, ids)
+        assert np.array_equal(edges.owner, again.owner)
+        assert np.array_equal(edges.member, again.member)
 
 
 def test_triangle_routing_gives_each_node_its_edges_and_their_neighbour_lists():
     banks = gaussian_banks(2, cameras=5)
     ids, feats = validate_banks(banks)
-    replies = {c: node_top1(c, feats[c], p.features, p.cameras, p.labels, ids)
-               for c, p in route_top1(feats, ids).items()}
-    step1 = check_top1_replies(replies, ids)
+    step1, _, _ = step1_edges(feats, ids)
     both = {(int(u), int(v)) for u, v in zip(step1.owner, step1.member, strict=True)}
     both |= {(v, u) for u, v in both}
     for cam, payload in route_triangle(step1, ids).items():
@@ -358,6 +555,23 @@ def test_triangle_routing_gives_each_node_its_edges_and_their_neighbour_lists():
         got = set(zip(payload.neighbours.owner.tolist(), payload.neighbours.member.tolist(),
                       strict=True))
         assert got == want
+
+
+def test_flood_routing_relays_neighbour_labels_and_for_sets_what_the_set_sees():
+    # path 0 - 1 - 2 - 3 (one memory per camera), labels after the triangle round
+    ids = GlobalIds.from_sizes({1: 1, 2: 1, 3: 1, 4: 1})
+    kept = Pairs(np.array([0, 1, 1, 2, 2, 3]), np.array([1, 0, 2, 1, 3, 2]))
+    labels = np.array([0, 0, 1, 2])
+    edges = route_flood(labels, kept, ids, "edges")
+    assert {c: p.relayed.member.tolist() for c, p in edges.items()} == {
+        1: [0], 2: [0, 1], 3: [0, 2], 4: [1]}
+    sets = route_flood(labels, kept, ids, "sets")
+    # each a label's label (labels[labels] = 0, 0, 0, 1): memory 3 gets its neighbour 2's
+    # (0) and its own (1); memory 1, the label of memories 1 and 2, gets their neighbours'
+    assert {c: p.relayed.member.tolist() for c, p in sets.items()} == {
+        1: [0], 2: [0, 1], 3: [0, 1], 4: [0, 1]}
+    assert all(p.labels.tolist() == [labels[k]] for k, p in enumerate(sets.values()))
+    assert [node_flood(c, p, ids).tolist() for c, p in sets.items()] == [[0]] * 4
 
 
 def test_global_ids_encoding():
@@ -413,82 +627,95 @@ def test_bad_alpha_is_rejected(alpha):
 
 
 @pytest.fixture
-def three_cams():
-    banks = gaussian_banks(4, cameras=3)
+def four_cams():
+    banks = gaussian_banks(4, cameras=4)
     ids, feats = validate_banks(banks)
-    replies = {c: node_top1(c, feats[c], p.features, p.cameras, p.labels, ids)
-               for c, p in route_top1(feats, ids).items()}
-    return ids, feats, replies
+    _, replies, assignment = step1_edges(feats, ids)
+    return ids, feats, replies, assignment
 
 
-def test_malformed_top1_replies_name_the_camera(three_cams):
-    ids, _, replies = three_cams
-    r1 = replies[1]
+def test_malformed_top1_replies_name_the_camera(four_cams):
+    ids, _, replies, assignment = four_cams
+    runner = next(r for r in sorted(assignment) if len(replies[r]))
+    r1 = replies[runner]
+    name = f"camera {runner}"
     cases = [
-        (Pairs(r1.owner, r1.member[:-1]), r"camera 1.*equal length"),
-        (Pairs(r1.owner + 10_000, r1.member), r"camera 1.*out of range"),
-        (Pairs(r1.owner.astype(float), r1.member), r"camera 1.*integers"),
-        (Pairs(r1.member, r1.owner), r"camera 1.*outside camera 1"),
+        (Pairs(r1.owner, r1.member[:-1]), rf"{name}.*equal length"),
+        (Pairs(r1.owner + 10_000, r1.member), rf"{name}.*out of range"),
+        (Pairs(r1.owner.astype(float), r1.member), rf"{name}.*integers"),
+        (Pairs(r1.member, r1.owner), rf"{name}.*not a pair it was given"),
     ]
     for bad, match in cases:
         with pytest.raises(ProtocolError, match=match):
-            check_top1_replies({**replies, 1: bad}, ids)
-    with pytest.raises(ProtocolError, match=r"missing \[3\]"):
-        check_top1_replies({1: replies[1], 2: replies[2]}, ids)
-    lo2 = ids.range(2)[0]
-    backwards = Pairs(np.array([lo2]), np.array([0]))
-    with pytest.raises(ProtocolError, match="cameras > 2"):
-        check_top1_replies({**replies, 2: backwards}, ids)
+            check_top1_replies({**replies, runner: bad}, assignment, ids)
+    with pytest.raises(ProtocolError, match=rf"missing \[{runner}\]"):
+        check_top1_replies({c: r for c, r in replies.items() if c != runner}, assignment, ids)
+    given = set(map(tuple, assignment[runner].tolist()))
+    a, b = next(p for p in itertools.combinations(ids.cameras.tolist(), 2) if p not in given)
+    foreign = Pairs(np.array([ids.range(a)[0]]), np.array([ids.range(b)[0]]))
+    with pytest.raises(ProtocolError, match=rf"{name}: an edge from camera {a} to camera {b}"):
+        check_top1_replies({**replies, runner: foreign}, assignment, ids)
     twice = Pairs(np.r_[r1.owner[:1], r1.owner[:1]], np.r_[r1.member[:1], r1.member[:1] + 1])
     with pytest.raises(ProtocolError, match="two neighbours"):
-        check_top1_replies({**replies, 1: twice}, ids)
+        check_top1_replies({**replies, runner: twice}, assignment, ids)
 
 
-def test_triangle_disagreement_names_both_nodes(three_cams):
-    ids, _, replies = three_cams
-    step1 = check_top1_replies(replies, ids)
+def test_triangle_disagreement_names_both_nodes(four_cams):
+    ids, _, replies, assignment = four_cams
+    step1 = check_top1_replies(replies, assignment, ids)
     tri = {c: node_triangle(c, p, 0, ids) for c, p in route_triangle(step1, ids).items()}
-    cam_of_partner = int(ids.camera_of(tri[1].member[0]))
-    dropped = Pairs(tri[1].owner[1:], tri[1].member[1:])
+    first = tri[1].kept
+    cam_of_partner = int(ids.camera_of(first.member[0]))
+    dropped = TriangleReply(Pairs(first.owner[1:], first.member[1:]), tri[1].labels)
     with pytest.raises(ProtocolError, match=rf"cameras (1 and {cam_of_partner}|"
                                             rf"{cam_of_partner} and 1) disagree"):
         check_triangle_replies({**tri, 1: dropped}, step1, ids)
     linked = set(zip(step1.owner.tolist(), step1.member.tolist(), strict=True))
     u = ids.range(1)[0]
     v = next(v for v in ids.gids(3).tolist() if (u, v) not in linked)
-    invented = Pairs(np.r_[tri[1].owner, u], np.r_[tri[1].member, v])
+    invented = TriangleReply(Pairs(np.r_[first.owner, u], np.r_[first.member, v]),
+                             tri[1].labels)
     with pytest.raises(ProtocolError, match=r"camera 1.*not a step-1 edge"):
         check_triangle_replies({**tri, 1: invented}, step1, ids)
+    too_big = TriangleReply(first, tri[1].labels + ids.total)
+    with pytest.raises(ProtocolError, match=r"triangle reply of camera 1.*\[0, own gid\]"):
+        check_triangle_replies({**tri, 1: too_big}, step1, ids)
 
 
-def test_malformed_flood_replies_and_payloads(three_cams):
-    ids, _, _ = three_cams
-    good = {c: FloodReply(Pairs(ids.gids(c), ids.gids(c)), ids.gids(c), False)
-            for c in ids.cameras.tolist()}
-    assert check_flood_replies(good, ids) is False
-    bad_labels = FloodReply(good[2].sets, good[2].labels[:-1], False)
+def test_malformed_flood_replies_and_payloads(four_cams):
+    ids, _, _, _ = four_cams
+    labels = np.arange(ids.total)
+    good = {c: ids.gids(c) for c in ids.cameras.tolist()}
+    assert np.array_equal(check_flood_replies(good, labels, ids), labels)
     with pytest.raises(ProtocolError, match="flood reply of camera 2: labels"):
-        check_flood_replies({**good, 2: bad_labels}, ids)
-    foreign = FloodReply(Pairs(ids.gids(3), ids.gids(3)), good[2].labels, True)
-    with pytest.raises(ProtocolError, match=r"camera 2.*outside camera 2"):
-        check_flood_replies({**good, 2: foreign}, ids)
-    with pytest.raises(ProtocolError, match="changed"):
-        FloodReply.from_arrays({**good[1].to_arrays(), "changed": np.zeros(2, np.int64)})
-    with pytest.raises(ProtocolError, match="flood payload of camera 1"):
-        node_flood(1, FloodPayload(Pairs.empty(), Pairs(np.array([0]), np.array([99_999])),
-                                   Pairs.empty()), ids)
+        check_flood_replies({**good, 2: good[2][:-1]}, labels, ids)
+    with pytest.raises(ProtocolError, match="flood reply of camera 2: labels"):
+        check_flood_replies({**good, 2: good[2].astype(float)}, labels, ids)
+    lower = labels.copy()
+    lower[ids.range(2)[0]] = 0                              # what camera 2 was sent
+    with pytest.raises(ProtocolError, match="flood reply of camera 2: a label grew"):
+        check_flood_replies(good, lower, ids)
+    with pytest.raises(ProtocolError, match=r"flood: .*missing \[3\]"):
+        check_flood_replies({c: r for c, r in good.items() if c != 3}, labels, ids)
+    with pytest.raises(ProtocolError, match="flood payload of camera 1 \\(relayed\\)"):
+        node_flood(1, FloodPayload(ids.gids(1), Pairs(np.array([0]), np.array([99_999]))), ids)
+    with pytest.raises(ProtocolError, match="flood payload of camera 1: a label"):
+        node_flood(1, FloodPayload(ids.gids(1) + 1, Pairs.empty()), ids)
 
 
-def test_bad_node_payloads_are_refused(three_cams):
-    ids, feats, _ = three_cams
-    p = route_top1(feats, ids)[1]
-    with pytest.raises(ProtocolError, match="whole"):
-        node_top1(1, feats[1], p.features[:-1], p.cameras[:-1], p.labels[:-1], ids)
-    with pytest.raises(ProtocolError, match=r"cameras \[2, 3\]"):
-        keep = p.cameras == 2
-        node_top1(1, feats[1], p.features[keep], p.cameras[keep], p.labels[keep], ids)
+def test_bad_node_payloads_are_refused(four_cams):
+    ids, feats, _, assignment = four_cams
+    runner, pairs = next(iter(assignment.items()))
+    p = route_top1(feats, assignment, ids)[runner]
+    cut = Top1Payload(p.features[:-1], p.cameras[:-1], p.labels[:-1], p.pairs)
+    with pytest.raises(ProtocolError, match="whole bank"):
+        node_top1(runner, feats[runner], cut, ids)
+    for bad in (pairs[:, ::-1], np.r_[pairs, pairs[:1]], np.array([[runner, 99]])):
+        with pytest.raises(ProtocolError, match="pairs must be distinct"):
+            node_top1(runner, feats[runner], Top1Payload(p.features, p.cameras, p.labels,
+                                                         bad), ids)
     with pytest.raises(ProtocolError, match="own bank"):
-        node_top1(1, feats[1][:-1], p.features, p.cameras, p.labels, ids)
+        node_top1(runner, feats[runner][:-1], p, ids)
     bad = TrianglePayload(Pairs(np.array([ids.total - 1]), np.array([0])), Pairs.empty())
     with pytest.raises(ProtocolError, match="triangle payload of camera 1"):
         node_triangle(1, bad, 1, ids)

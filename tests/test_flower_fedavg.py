@@ -108,7 +108,7 @@ def test_every_camera_trains_every_round(fedavg_run):
             assert {h["camera"] for h in rounds if h["hop"] == r} == cameras
         assert all("loss" in h and h["images"] > 0 for h in rounds)
     metrics = json.loads((fedavg_run["dir"] / "metrics.json").read_text())
-    assert set(metrics) == {"baseline", "walk", "incremental", "final"}
+    assert set(metrics) == {"baseline", "walk", "incremental", "final", "provenance"}
 
 
 def test_the_server_sends_the_image_weighted_mean_of_the_last_round(fedavg_run):

@@ -3,6 +3,7 @@ and a damaged file is named when a run resumes or is re-evaluated."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,10 @@ import torch
 from dmnreid.checks import StateError
 from dmnreid.config import RunConfig
 from dmnreid.reid.model import build_model, walking_state
+from dmnreid.rounds import RoundsGrid
 from dmnreid.run_dir import CHECKPOINT, FINAL_MODEL, RunDir
-from dmnreid.server_app import resolve_config
+from dmnreid.server_app import Network, Session, resolve_config
+from dmnreid.strategies.roster import Roster
 
 
 def test_a_non_finite_state_never_replaces_the_checkpoint(tmp_path: Path):
@@ -57,3 +60,58 @@ def test_a_resumed_run_keeps_its_saved_settings_and_a_bad_path_is_named(tmp_path
     with pytest.raises(FileNotFoundError, match=r"resume-from .*not a run directory"):
         resolve_config(RunConfig(resume_from=str(tmp_path / "nothing")))
     assert not (tmp_path / "nothing").exists()
+
+
+def test_record_counts_are_kept_not_reread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A checkpoint after every hop asks how many records hops.jsonl and evaluations.jsonl
+    hold: counted from the file once, then kept as records are appended or dropped, so a
+    run's bookkeeping grows with its hops, not with their square. A resumed run (another
+    RunDir on the folder) counts what the file holds."""
+    run = RunDir(tmp_path)
+    for hop in range(3):
+        run.append("hops.jsonl", {"hop": hop})
+    assert run.count_lines("hops.jsonl") == 3 and run.count_lines("evaluations.jsonl") == 0
+    opened: list[str] = []  # the mode of every file opened from here on
+    real_open = Path.open
+
+    def recording_open(self: Path, mode: str = "r", *args, **kwargs):
+        opened.append(mode)
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", recording_open)
+    for hop in range(3, 50):
+        run.append("hops.jsonl", {"hop": hop})
+        assert run.count_lines("hops.jsonl") == hop + 1
+    run.append("evaluations.jsonl", {"hop": 49})
+    assert run.count_lines("evaluations.jsonl") == 1
+    assert "r" not in opened and opened.count("a") == 48
+    monkeypatch.undo()
+    run.truncate_lines("hops.jsonl", 20)  # a resume drops what its checkpoint does not hold
+    assert run.count_lines("hops.jsonl") == 20
+    run.append("hops.jsonl", {"hop": 20})
+    assert run.count_lines("hops.jsonl") == 21 == len(run.read_lines("hops.jsonl"))
+    again = RunDir(tmp_path)
+    assert again.count_lines("hops.jsonl") == 21 and again.count_lines("evaluations.jsonl") == 1
+
+
+def test_network_json_is_written_when_the_roster_changes(tmp_path: Path):
+    """network.json grows with the failures and returns: it is written when one happens, not
+    after every hop; rounds.json and messages.json (a fixed size) every time."""
+    roster = Roster({1: 11, 2: 12}, retries=0)
+    session = Session(grid=RoundsGrid(None, 0.5), cfg=RunConfig(), run=RunDir(tmp_path),
+                      network=Network([(11, 1), (12, 2)], {1: 5, 2: 7}), roster=roster,
+                      model=None, evaluator=None, base_config={})
+    network = tmp_path / "network.json"
+    session.save_network()
+    assert json.loads(network.read_text()) == {"cameras": {"1": 5, "2": 7},
+                                               "nodes": {"1": 11, "2": 12}, "left_out": {},
+                                               "events": []}
+    network.unlink()
+    (tmp_path / "rounds.json").unlink()
+    session.save_network()  # a hop that changed nothing
+    assert not network.exists() and (tmp_path / "rounds.json").is_file()
+    roster.failed(2, "walk", "node 12 did not answer")
+    session.save_network()
+    saved = json.loads(network.read_text())
+    assert saved["left_out"] == {"2": "node 12 did not answer"}
+    assert [(e["camera"], e["event"]) for e in saved["events"]] == [(2, "failed")]

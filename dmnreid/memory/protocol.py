@@ -1,37 +1,49 @@
 """The distributed clustering protocol: node-side pure functions, server relaying, a driver.
 
-Every decision is taken by a node function; the server only relays arrays, checks replies and
-counts. One message per node per round; rounds after the memory round:
+Every decision is taken by a node function (but for ``top1_on="server"``, where the server finds
+the mutual top-1 edges itself); the server only relays arrays, checks replies and counts. One
+message per node per round; rounds after the memory round:
 
-- ``top1``: node m gets the banks of the cameras c > m (``route_top1``; rows of any other camera
-  are ignored, so sending all other banks works too) and returns the mutual top-1 edges of every
-  camera pair (m, c), c > m, judged from its own distance block D(m, c) in both directions, so
-  no pair is judged twice. Reply: ``Pairs`` (owner = own gid, member = gid in camera c > m).
+- ``top1``: the camera pairs are dealt to nodes in balanced blocks (``assign_pairs``): node r
+  gets the banks of the cameras its pairs need (about sqrt(2M) banks, ``route_top1``) and
+  returns the mutual top-1 edges of exactly those pairs, each judged from its float64 distance
+  block in both directions, so no pair is judged twice. Reply: ``Pairs`` (owner = gid in the
+  pair's lower camera, member = gid in its higher camera).
 - ``triangle``: node m gets the step-1 edges touching its memories and the step-1 neighbour
   lists of the memories adjacent to them (``route_triangle``); it returns the surviving
-  neighbour lists of its memories: (x, y) survives iff |N(x) ∩ N(y)| >= alpha. Both endpoint
-  nodes count from the same relayed lists, so they agree; ``check_triangle_replies`` verifies it.
-- ``flood`` (repeated): node m gets the surviving edges of its memories, its memories' current
-  sets and some other memories' current sets (``route_flood``); it returns each own memory's
-  set united with the relayed sets of the memories it knows, the cluster id (min of the set)
-  per own label, and whether anything grew. With ``reach="edges"`` the server relays the sets
-  of the memories adjacent to node m's memories (the paper's flooding to neighbours; since a
-  node pools what it got for all its memories, a set grows by at least one hop per round);
-  with ``reach="sets"`` it relays the sets of every member of node m's sets, so the reach
-  doubles per round. Either way the run stops after the first round in which no node changed;
-  the last replies carry the labels.
+  neighbour lists of its memories ((x, y) survives iff |N(x) ∩ N(y)| >= alpha; both endpoint
+  nodes count from the same relayed lists, so they agree: ``check_triangle_replies`` verifies
+  it) and each memory's first label, the smallest gid among itself and its kept neighbours.
+- ``flood`` (repeated): node m gets its memories' current labels and the labels the server
+  relays to each of them (``route_flood``): those of its kept neighbours (``reach="edges"``:
+  a label travels one edge per round), and with ``reach="sets"`` also those that let the
+  memories sharing a label merge as one set (rounds grow with the log of a component's
+  size). It returns the smallest of each. A label is always a gid of the memory's
+  component and never grows, so once every kept edge joins equal labels (``flood_settled``)
+  each label is its component's smallest gid: the labels of the centralised reference, with
+  either reach.
+
+A camera lost after the memory round (no usable reply) is dropped with its edges and the
+protocol goes on without it (``run_protocol``): mutual top-1 of a camera pair depends on the
+two banks only, so the step-1 edges of the other pairs are those a run without the lost camera
+finds (a lost top-1 node's pairs are dealt again); the triangle relation counts common
+neighbours, which may lie in the lost camera, so it is always judged again, from the triangle
+round on. The labels are exactly those of the protocol run on the remaining cameras.
 
 All payloads are flat numpy arrays: gids as int64, features float32. Every dataclass below has
 ``to_arrays()`` / ``from_arrays()`` with fixed key names, for Flower ArrayRecords; scalars
-(alpha, the camera id) travel in a ConfigRecord, ``changed`` as a one-element int64 array.
-Gids: see ``reference.GlobalIds`` (the node needs it: send ``ids.to_arrays()`` every round).
+(alpha, the limit on distances) travel in a ConfigRecord. Gids: see ``reference.GlobalIds``
+(the node needs it: send ``ids.to_arrays()`` every round).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,9 +57,21 @@ from dmnreid.memory.reference import (
     validate_banks,
 )
 
+REACHES = ("edges", "sets")
+TOP1_ON = ("nodes", "server")
+
 
 class ProtocolError(ValueError):
     """A payload or node reply that breaks the protocol (names the camera/node concerned)."""
+
+
+class AllCamerasLost(ProtocolError):
+    """Every camera was lost in the rounds after the memory round (``missing`` says why)."""
+
+    def __init__(self, missing: Mapping[int, Mapping[str, str]]) -> None:
+        super().__init__("every camera was lost: " + "; ".join(
+            f"camera {c}: round {m['round']}: {m['cause']}" for c, m in sorted(missing.items())))
+        self.missing = dict(missing)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,10 +80,9 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class Pairs:
-    """A flat list of (owner gid, member gid) pairs: edges, neighbour lists or sets.
+    """A flat list of (owner gid, member gid) pairs: edges, neighbour lists, relayed labels.
 
-    Layout: two int64 1-D arrays of equal length; pair k is (owner[k], member[k]). Edges from
-    ``node_top1`` have owner = src (own memory) and member = dst.
+    Layout: two int64 1-D arrays of equal length; pair k is (owner[k], member[k]).
     """
 
     owner: np.ndarray
@@ -95,23 +118,27 @@ class Pairs:
 
 @dataclass(frozen=True, eq=False)
 class Top1Payload:
-    """Other cameras' banks for node m: features (n, d) float32, cameras (n,), labels (n,) int64."""
+    """What a top-1 node needs: ``pairs`` (k, 2) int64, the camera pairs (a < b) it decides,
+    and the banks of their cameras other than its own: features (n, d) float32, cameras (n,)
+    and labels (n,) int64 (rows 0..N_c-1 of each camera)."""
 
     features: np.ndarray
     cameras: np.ndarray
     labels: np.ndarray
+    pairs: np.ndarray
+
+    KEYS = ("features", "cameras", "labels", "pairs")
 
     @property
     def nbytes(self) -> int:
-        return int(self.features.nbytes + self.cameras.nbytes + self.labels.nbytes)
+        return int(sum(np.asarray(getattr(self, k)).nbytes for k in self.KEYS))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"features": self.features, "cameras": self.cameras, "labels": self.labels}
+        return {k: getattr(self, k) for k in self.KEYS}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Top1Payload:
-        return cls(np.asarray(arrays["features"]), np.asarray(arrays["cameras"]),
-                   np.asarray(arrays["labels"]))
+        return cls(*(np.asarray(arrays[k]) for k in cls.KEYS))
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,63 +164,52 @@ class TrianglePayload:
 
 
 @dataclass(frozen=True, eq=False)
-class FloodPayload:
-    """``edges``: surviving edges of node m's memories (owner = own memory); ``own_sets``: the
-    current sets of node m's memories; ``neighbour_sets``: the current sets of every memory
-    adjacent to one of them. Keys: edges_*, own_sets_*, neighbour_sets_* (owner/member).
-    """
+class TriangleReply:
+    """Node m's surviving neighbour lists (owner = own memory, sorted) and ``labels`` (N_m,)
+    int64, each memory's first label: the smallest gid among itself and its kept neighbours.
+    Keys: pairs_owner, pairs_member, labels."""
 
-    edges: Pairs
-    own_sets: Pairs
-    neighbour_sets: Pairs
+    kept: Pairs
+    labels: np.ndarray
 
     @property
     def nbytes(self) -> int:
-        return self.edges.nbytes + self.own_sets.nbytes + self.neighbour_sets.nbytes
+        return self.kept.nbytes + int(np.asarray(self.labels).nbytes)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {**self.edges.to_arrays("edges"), **self.own_sets.to_arrays("own_sets"),
-                **self.neighbour_sets.to_arrays("neighbour_sets")}
+        return {**self.kept.to_arrays("pairs"), "labels": self.labels}
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> FloodPayload:
-        return cls(Pairs.from_arrays(arrays, "edges"), Pairs.from_arrays(arrays, "own_sets"),
-                   Pairs.from_arrays(arrays, "neighbour_sets"))
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> TriangleReply:
+        return cls(Pairs.from_arrays(arrays, "pairs"), np.asarray(arrays["labels"]))
 
 
 @dataclass(frozen=True, eq=False)
-class FloodReply:
-    """Node m's new sets (every own memory is an owner, itself included; sorted by owner, member),
-    ``labels`` (N_m,) int64 = min of each own memory's set, ``changed`` = some set grew.
-    Keys: sets_owner, sets_member, labels, changed (int64 array of one element, 0 or 1).
-    """
+class FloodPayload:
+    """``labels`` (N_m,): the current labels of node m's memories; ``relayed``: labels the
+    server relays to them (owner = own memory, member = a label). Keys: labels,
+    relayed_owner, relayed_member. The reply is the new labels alone (key ``labels``)."""
 
-    sets: Pairs
     labels: np.ndarray
-    changed: bool
+    relayed: Pairs
 
     @property
     def nbytes(self) -> int:
-        return self.sets.nbytes + int(np.asarray(self.labels).nbytes) + 8
+        return int(np.asarray(self.labels).nbytes) + self.relayed.nbytes
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {**self.sets.to_arrays("sets"), "labels": self.labels,
-                "changed": np.array([int(self.changed)], np.int64)}
+        return {"labels": self.labels, **self.relayed.to_arrays("relayed")}
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> FloodReply:
-        changed = np.asarray(arrays["changed"]).ravel()
-        if changed.size != 1:
-            raise ProtocolError(f"flood reply: 'changed' must hold one flag, got {changed.size}")
-        return cls(Pairs.from_arrays(arrays, "sets"), np.asarray(arrays["labels"]),
-                   bool(changed[0]))
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> FloodPayload:
+        return cls(np.asarray(arrays["labels"]), Pairs.from_arrays(arrays, "relayed"))
 
 
 @dataclass(frozen=True)
 class RoundStats:
     """One protocol round: messages = nodes contacted (each answers once); bytes = array nbytes
-    of the payloads sent (ids arrays included) and of the replies; seconds = wall time of routing,
-    all node calls and the reply checks."""
+    of the payloads sent (ids arrays included) and of the replies; seconds = wall time of
+    building the payloads and all node calls."""
 
     name: str
     messages: int
@@ -206,135 +222,235 @@ class RoundStats:
         return self.bytes_sent + self.bytes_received
 
 
+class LazyPayloads(Mapping):
+    """Payloads built when read, one at a time: the top-1 payloads are the banks again, about
+    sqrt(2M) times over, and a sender that turns each into its message at once never holds
+    them all as arrays too."""
+
+    def __init__(self, keys: Iterable[int], build: Callable[[int], Any]) -> None:
+        self._keys = list(keys)
+        self._build = build
+
+    def __getitem__(self, key: int) -> Any:
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._build(key)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 # ---------------------------------------------------------------------------------------------
 # node side
 
 
-def node_top1(camera: int, bank: np.ndarray, others_features: np.ndarray,
-              others_cameras: np.ndarray, others_labels: np.ndarray, ids: GlobalIds,
-              max_distance: float | None = None) -> Pairs:
-    """Mutual top-1 edges of the camera pairs (camera, c), c > camera, from one distance block.
+def mutual_top1(banks: Mapping[int, np.ndarray], pairs: np.ndarray, ids: GlobalIds,
+                max_distance: float | None = None) -> Pairs:
+    """Mutual top-1 edges of the camera pairs ``pairs`` (k, 2), a < b, from float64 distances
+    (``pair_distances``, as the centralised reference).
 
-    Returns owner = gid in ``camera``, member = gid in c; at most one edge per (memory, camera).
-    Rows of cameras c <= camera are ignored; the bank of every non-empty c > camera must be
-    there in full (labels 0..N_c-1), otherwise the nearest memory would be judged on a subset.
+    Returns owner = gid in a, member = gid in b; at most one edge per (memory, camera). Ties
+    go to the lowest label. ``banks`` holds the float32 bank of every camera in ``pairs``.
+    Each camera a is compared with all its partners b in one product (small ones run several
+    times slower per distance), then each pair's block is judged on its own.
     """
-    lo, _ = ids.range(camera)
-    where = f"top1 payload of camera {camera}"
-    own = _node_bank(bank, ids.size(camera), where)
-    feats, cams, _labels = _higher_banks(camera, others_features, others_cameras, others_labels,
-                                        own.shape[1], ids, where)
-    if len(own) == 0 or len(feats) == 0:
-        return Pairs.empty()
-    a64, b64 = own.astype(np.float64), feats.astype(np.float64)
-    dist = pair_distances(a64, b64, squared_norms(a64), squared_norms(b64))
-    src, dst = [], []
-    rows = np.arange(len(own))
-    start = 0
-    for cam, count in zip(*np.unique(cams, return_counts=True), strict=True):
-        block = dist[:, start:start + count]
-        nearest_in_c = np.argmin(block, axis=1)   # ties -> lowest label
-        nearest_in_m = np.argmin(block, axis=0)
-        mutual = np.flatnonzero(nearest_in_m[nearest_in_c] == rows)
-        if max_distance is not None:  # the same test as cluster_centralised's
-            mutual = mutual[block[mutual, nearest_in_c[mutual]] <= max_distance]
-        src.append(lo + mutual)
-        dst.append(ids.range(int(cam))[0] + nearest_in_c[mutual])
-        start += count
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    wide = {int(c): banks[int(c)].astype(np.float64) for c in np.unique(pairs)}
+    norms = {c: squared_norms(f) for c, f in wide.items()}
+    src, dst = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for a in np.unique(pairs[:, 0]).tolist():
+        partners = pairs[pairs[:, 0] == a, 1].tolist()
+        dist = pair_distances(wide[a], np.concatenate([wide[b] for b in partners]), norms[a],
+                              np.concatenate([norms[b] for b in partners]))
+        start = 0
+        for b in partners:
+            block = dist[:, start:start + len(wide[b])]
+            start += len(wide[b])
+            if block.size == 0:
+                continue
+            nearest_in_b = np.argmin(block, axis=1)   # ties -> lowest label
+            nearest_in_a = np.argmin(block, axis=0)
+            mutual = np.flatnonzero(nearest_in_a[nearest_in_b] == np.arange(len(block)))
+            if max_distance is not None:  # the same test as cluster_centralised's
+                mutual = mutual[block[mutual, nearest_in_b[mutual]] <= max_distance]
+            src.append(ids.range(a)[0] + mutual)
+            dst.append(ids.range(b)[0] + nearest_in_b[mutual])
     return Pairs(np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64))
 
 
-def node_triangle(camera: int, payload: TrianglePayload, alpha: int, ids: GlobalIds) -> Pairs:
-    """Surviving neighbour lists of this camera's memories: keep (x, y) iff |N(x)∩N(y)| >= alpha.
+def node_top1(camera: int, bank: np.ndarray, payload: Top1Payload, ids: GlobalIds,
+              max_distance: float | None = None) -> Pairs:
+    """Mutual top-1 edges of the camera pairs this node was given (``payload.pairs``).
 
-    N(x) comes from ``payload.edges`` (x is ours), N(y) from ``payload.neighbours``. Returns
-    (owner = own memory, member = neighbour), sorted, without duplicates.
+    The bank of every camera in those pairs must be there in full (its own from ``bank``),
+    otherwise a nearest memory would be judged on a subset; rows of other cameras are ignored.
+    """
+    where = f"top1 payload of camera {camera}"
+    own = _node_bank(bank, ids.size(camera), where)
+    pairs = _camera_pairs(payload.pairs, ids, where)
+    needed = np.setdiff1d(np.unique(pairs), [camera])
+    banks = _payload_banks(payload, needed, own.shape[1], ids, where)
+    banks[camera] = own
+    return mutual_top1(banks, pairs, ids, max_distance)
+
+
+def node_triangle(camera: int, payload: TrianglePayload, alpha: int,
+                  ids: GlobalIds) -> TriangleReply:
+    """Surviving neighbour lists of this camera's memories: keep (x, y) iff |N(x)∩N(y)| >= alpha;
+    and each memory's first label (smallest gid among itself and its kept neighbours).
+
+    N(x) comes from ``payload.edges`` (x is ours), N(y) from ``payload.neighbours``. The lists
+    are (owner = own memory, member = neighbour), sorted, without duplicates.
     """
     alpha = check_alpha(alpha)
     total = ids.total
     where = f"triangle payload of camera {camera}"
     edges = _unique_pairs(_node_pairs(payload.edges, ids, where + " (edges)", camera), total)
     nbrs = _node_pairs(payload.neighbours, ids, where + " (neighbours)", None)
-    if alpha == 0 or len(edges) == 0:
-        return edges
-    nbr_keys = np.unique(nbrs.keys(total))
-    # triples (edge e = (x, y), w in N(x)): w is common iff (y, w) is in y's list
-    which, rows = _group_rows(edges.owner, edges.owner)
-    hit = _contains(nbr_keys, edges.member[which] * total + edges.member[rows])
-    common = np.bincount(which[hit], minlength=len(edges))
-    keep = common >= alpha
-    return Pairs(edges.owner[keep], edges.member[keep])
+    if alpha > 0 and len(edges):
+        nbr_keys = np.unique(nbrs.keys(total))
+        # triples (edge e = (x, y), w in N(x)): w is common iff (y, w) is in y's list
+        which, rows = _group_rows(edges.owner, edges.owner)
+        hit = _contains(nbr_keys, edges.member[which] * total + edges.member[rows])
+        keep = np.bincount(which[hit], minlength=len(edges)) >= alpha
+        edges = Pairs(edges.owner[keep], edges.member[keep])
+    return TriangleReply(edges, _smallest(ids.gids(camera), edges, ids.range(camera)[0]))
 
 
-def node_flood(camera: int, payload: FloodPayload, ids: GlobalIds) -> FloodReply:
-    """One flooding step for this camera's memories x.
-
-    S(x) <- {x} ∪ S(x) ∪ N'(x) ∪ (union of the relayed S(z) for every z in S(x) ∪ N'(x)).
-    The server decides which sets it relays (``route_flood``'s ``reach``): those of the
-    neighbours y in N'(x) (one hop per round), or those of every member of S(x) (doubling).
-    Sets only ever grow within the component, so labels are the same either way.
-    """
-    total = ids.total
+def node_flood(camera: int, payload: FloodPayload, ids: GlobalIds) -> np.ndarray:
+    """One flooding step for this camera's memories: each label becomes the smallest of its own
+    and the labels relayed to it (which ones is the server's ``reach``, see ``route_flood``)."""
     where = f"flood payload of camera {camera}"
-    edges = _node_pairs(payload.edges, ids, where + " (edges)", camera)
-    own = _node_pairs(payload.own_sets, ids, where + " (own sets)", camera)
-    nbr = _sorted_by_owner(_node_pairs(payload.neighbour_sets, ids, where + " (neighbour sets)",
-                                       None))
-    mine = ids.gids(camera)
-    old = np.unique(np.concatenate([own.keys(total), edges.keys(total), mine * total + mine]))
-    known = Pairs.from_keys(old, max(total, 1))
-    which, rows = _group_rows(nbr.owner, known.member)
-    reached = known.owner[which] * total + nbr.member[rows]
-    new = np.unique(np.concatenate([old, reached]))
-    sets = Pairs.from_keys(new, max(total, 1))
-    first = np.flatnonzero(np.r_[True, sets.owner[1:] != sets.owner[:-1]]) if len(new) else new
-    return FloodReply(sets, sets.member[first].astype(np.int64), bool(len(new) != len(old)))
+    lo, hi = ids.range(camera)
+    labels = np.asarray(payload.labels)
+    if labels.shape != (hi - lo,) or (labels.size and not _is_int(labels)):
+        raise ProtocolError(f"{where}: labels must be {hi - lo} ints, got {labels.dtype} "
+                            f"{labels.shape}")
+    if labels.size and (labels.min() < 0 or np.any(labels > ids.gids(camera))):
+        raise ProtocolError(f"{where}: a label must be a gid in [0, own gid]")
+    relayed = _node_pairs(payload.relayed, ids, where + " (relayed)", camera)
+    return _smallest(labels.astype(np.int64), relayed, lo)
 
 
 # ---------------------------------------------------------------------------------------------
-# server side: relaying and checking
+# server side: dealing the pairs, relaying and checking
 
 
-def route_top1(banks: Banks, ids: GlobalIds | None = None) -> dict[int, Top1Payload]:
-    """Payload per camera: the banks of all cameras after it, concatenated (zero-copy views).
+def assign_pairs(ids: GlobalIds) -> dict[int, np.ndarray]:
+    """Which node decides which camera pairs in the top-1 round: runner camera -> (k, 2) pairs.
 
-    The last camera gets empty arrays (it owns no pair); it may be skipped or sent anyway.
+    The M cameras with memories are dealt into g groups (g the largest with g(g-1)/2 <= M;
+    sizes differ by one at most, large banks spread by dealing them in a snake). Each pair of
+    groups (A, B) is a block: the cross pairs A x B, and it needs the banks of A and B only,
+    at most 2*ceil(M/g) - 1 <= g + 1 <= sqrt(2M) + 1.5 banks besides the runner's own. The
+    runner is a camera of A or B: blocks are oriented by a (near-)regular tournament on the
+    groups, which gives each group at most ceil((g-1)/2) blocks, never more than its cameras
+    (the larger groups take the larger share when g is even), so every camera runs at most one
+    block. The pairs inside a group go one by one, largest work first, to the least loaded
+    block that holds that group. So every unordered pair of cameras is decided exactly once;
+    the work (sum of N_a N_b over a node's pairs) is balanced to the measured bounds of
+    ``tests/test_clustering.py`` (max/mean <= 1.75 for M = 6..60).
     """
-    try:
-        ids_checked, feats = validate_banks(banks)
-    except ValueError as err:
-        raise ProtocolError(f"memory banks: {err}") from err
-    if ids is not None and not _same_ids(ids, ids_checked):
-        raise ProtocolError("banks do not match the given GlobalIds (cameras or sizes differ)")
-    ids = ids_checked
-    width = next(iter(feats.values())).shape[1]
-    allf = np.concatenate([feats[int(c)] for c in ids.cameras]) if ids.total else \
-        np.empty((0, width), np.float32)
-    cams = np.repeat(ids.cameras, ids.sizes)
-    labels = np.concatenate([np.arange(s, dtype=np.int64) for s in ids.sizes])
-    return {int(c): Top1Payload(allf[end:], cams[end:], labels[end:])
-            for c, end in zip(ids.cameras, ids.ends, strict=True)}
+    sizes = dict(zip(ids.cameras.tolist(), ids.sizes.tolist(), strict=True))
+    cams = [c for c in ids.cameras.tolist() if sizes[c] > 0]
+    if len(cams) < 2:
+        return {}
+    groups = (1 + math.isqrt(1 + 8 * len(cams))) // 2
+    members: list[list[int]] = [[] for _ in range(groups)]
+    sweeps = len(cams) // groups
+    for k, cam in enumerate(sorted(cams, key=lambda c: (-sizes[c], c))):
+        sweep, i = divmod(k, groups)
+        members[i if sweep % 2 == 0 or sweep == sweeps else groups - 1 - i].append(cam)
+    span = (groups + 1 - groups % 2) // 2   # group a runs (a, b) iff b - a <= span
+    runs = [0] * groups
+    block_of: dict[int, tuple[int, int]] = {}
+    pairs: dict[int, list[tuple[int, int]]] = {}
+    for a, b in itertools.combinations(range(groups), 2):
+        group = a if b - a <= span else b
+        runner = members[group][runs[group]]
+        runs[group] += 1
+        block_of[runner] = (a, b)
+        pairs[runner] = [(min(x, y), max(x, y)) for x in members[a] for y in members[b]]
+    work = {r: sum(sizes[x] * sizes[y] for x, y in p) for r, p in pairs.items()}
+    inside = [(x, y, g) for g, group in enumerate(members)
+              for x, y in itertools.combinations(sorted(group), 2)]
+    for x, y, g in sorted(inside, key=lambda t: (-sizes[t[0]] * sizes[t[1]], t)):
+        runner = min((r for r, block in block_of.items() if g in block),
+                     key=lambda r: (work[r], r))
+        pairs[runner].append((x, y))
+        work[runner] += sizes[x] * sizes[y]
+    return {r: np.array(sorted(p), np.int64).reshape(-1, 2) for r, p in sorted(pairs.items())}
 
 
-def check_top1_replies(replies: Mapping[int, Pairs], ids: GlobalIds) -> Pairs:
-    """Validate the top-1 replies; return all step-1 edges (owner in the lower camera)."""
-    _expect_all_cameras(replies, ids, "top1")
+def reassign_pairs(orphans: Mapping[int, np.ndarray], ids: GlobalIds) -> dict[int, np.ndarray]:
+    """The pairs of lost top-1 nodes, among the cameras of ``ids`` (the others' pairs are
+    dropped): each lost block to its lowest remaining camera, which holds one of its banks."""
+    out: dict[int, list[np.ndarray]] = {}
+    for pairs in orphans.values():
+        pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+        pairs = pairs[np.isin(pairs, ids.cameras).all(axis=1)]
+        if len(pairs):
+            out.setdefault(int(pairs.min()), []).append(pairs)
+    return {r: np.unique(np.concatenate(p), axis=0) for r, p in sorted(out.items())}
+
+
+def all_pairs(ids: GlobalIds) -> np.ndarray:
+    """Every pair (a < b) of cameras with memories, (k, 2)."""
+    cams = ids.cameras[ids.sizes > 0]
+    return np.array(list(itertools.combinations(cams.tolist(), 2)), np.int64).reshape(-1, 2)
+
+
+def route_top1(banks: Mapping[int, np.ndarray], assignment: Mapping[int, np.ndarray],
+               ids: GlobalIds) -> LazyPayloads:
+    """Payload per runner of ``assignment``: its pairs and the banks of their other cameras,
+    built when read (``LazyPayloads``)."""
+
+    def build(runner: int) -> Top1Payload:
+        pairs = np.asarray(assignment[runner], np.int64).reshape(-1, 2)
+        others = np.setdiff1d(np.unique(pairs), [runner]).tolist()
+        width = next(iter(banks.values())).shape[1]
+        feats = np.concatenate([np.empty((0, width), np.float32)]
+                               + [banks[c] for c in others])
+        cams = np.repeat(np.array(others, np.int64), [ids.size(c) for c in others])
+        labels = np.concatenate([np.empty(0, np.int64)]
+                                + [np.arange(ids.size(c), dtype=np.int64) for c in others])
+        return Top1Payload(feats, cams, labels, pairs)
+
+    return LazyPayloads(assignment, build)
+
+
+def check_top1_replies(replies: Mapping[int, Pairs], assignment: Mapping[int, np.ndarray],
+                       ids: GlobalIds) -> Pairs:
+    """Validate the top-1 replies (one per runner of ``assignment``); return their edges
+    (owner in the pair's lower camera), sorted, without duplicates."""
+    _expect_cameras(replies, assignment, "top1")
+    total, count = ids.total, ids.cameras.size
     parts = []
-    for cam in ids.cameras.tolist():
-        pairs = _reply_pairs(replies[cam], ids, f"top1 reply of camera {cam}", cam)
-        if np.any(ids.camera_of(pairs.member) <= cam):
-            raise ProtocolError(f"top1 reply of camera {cam}: edges must go to cameras > {cam}")
+    for runner in sorted(assignment):
+        where = f"top1 reply of camera {runner}"
+        pairs = _in_range(_as_pairs(replies[runner], where), ids, where)
+        given = np.asarray(assignment[runner], np.int64).reshape(-1, 2)
+        allowed = np.unique(np.searchsorted(ids.cameras, given[:, 0]) * count
+                            + np.searchsorted(ids.cameras, given[:, 1]))
+        found = ids.camera_index_of(pairs.owner) * count + ids.camera_index_of(pairs.member)
+        bad = ~_contains(allowed, found)
+        if bad.any():
+            a, b = ids.camera_of(pairs.owner[bad][0]), ids.camera_of(pairs.member[bad][0])
+            raise ProtocolError(f"{where}: an edge from camera {a} to camera {b}, not a pair "
+                                "it was given (lower camera first)")
         parts.append(pairs)
     edges = _concat(parts)
-    total = ids.total
     for ends, what in ((edges.owner, edges.member), (edges.member, edges.owner)):
-        key = ends * ids.cameras.size + ids.camera_index_of(what)
+        key = ends * count + ids.camera_index_of(what)
         uniq, counts = np.unique(key, return_counts=True)
         if np.any(counts > 1):
-            bad = int(uniq[counts > 1][0] // ids.cameras.size)
-            raise ProtocolError(f"top1 replies: memory {ids.name(bad)} has two neighbours in "
-                                "one camera (mutual top-1 allows one)")
-    return _unique_pairs(edges, total) if total else edges
+            bad_gid = int(uniq[counts > 1][0] // count)
+            raise ProtocolError(f"top1 replies: memory {ids.name(bad_gid)} has two neighbours "
+                                "in one camera (mutual top-1 allows one)")
+    return _unique_pairs(edges, total)
 
 
 def route_triangle(edges: Pairs, ids: GlobalIds) -> dict[int, TrianglePayload]:
@@ -343,28 +459,29 @@ def route_triangle(edges: Pairs, ids: GlobalIds) -> dict[int, TrianglePayload]:
     out = {}
     for cam, lo, hi in zip(ids.cameras.tolist(), ids.offsets, ids.ends, strict=True):
         own = _owner_slice(both, lo, hi)
-        ys = np.unique(own.member)
-        _, rows = _group_rows(both.owner, ys)
+        _, rows = _group_rows(both.owner, np.unique(own.member))
         out[cam] = TrianglePayload(own, Pairs(both.owner[rows], both.member[rows]))
     return out
 
 
-def check_triangle_replies(replies: Mapping[int, Pairs], step1: Pairs, ids: GlobalIds) -> Pairs:
-    """Validate the triangle replies; return the surviving graph as directed pairs (both ways).
+def check_triangle_replies(replies: Mapping[int, TriangleReply], step1: Pairs, ids: GlobalIds
+                           ) -> tuple[Pairs, np.ndarray]:
+    """Validate the triangle replies; return the surviving graph as directed pairs (both ways)
+    and the first labels in gid order.
 
     Each kept pair must be a step-1 edge, and both endpoint nodes must have decided alike.
     """
-    _expect_all_cameras(replies, ids, "triangle")
+    _expect_cameras(replies, ids.cameras.tolist(), "triangle")
     total = ids.total
-    step1_keys = _symmetric(step1, total).keys(total) if total else np.empty(0, np.int64)
+    step1_keys = _symmetric(step1, total).keys(total)
     parts = []
     for cam in ids.cameras.tolist():
-        pairs = _reply_pairs(replies[cam], ids, f"triangle reply of camera {cam}", cam)
+        where = f"triangle reply of camera {cam}"
+        pairs = _reply_pairs(replies[cam].kept, ids, where, cam)
         if not _contains(step1_keys, pairs.keys(total)).all():
-            raise ProtocolError(f"triangle reply of camera {cam}: keeps an edge that is not a "
-                                "step-1 edge")
+            raise ProtocolError(f"{where}: keeps an edge that is not a step-1 edge")
         parts.append(pairs)
-    kept = _unique_pairs(_concat(parts), total) if total else Pairs.empty()
+    kept = _unique_pairs(_concat(parts), total)
     keys = kept.keys(total)
     mirrored = _contains(keys, kept.member * total + kept.owner)
     if not mirrored.all():
@@ -373,130 +490,188 @@ def check_triangle_replies(replies: Mapping[int, Pairs], step1: Pairs, ids: Glob
         raise ProtocolError(
             f"triangle: nodes of cameras {cx} and {cy} disagree on edge {ids.name(x)} - "
             f"{ids.name(y)} (camera {cx} keeps it, camera {cy} drops it)")
-    return kept
+    labels = _checked_labels({c: r.labels for c, r in replies.items()}, None, ids, "triangle")
+    return kept, labels
 
 
-def route_flood(sets_by_node: Mapping[int, Pairs], edges: Pairs, ids: GlobalIds,
+def route_flood(labels: np.ndarray, kept: Pairs, ids: GlobalIds,
                 reach: str = "edges") -> dict[int, FloodPayload]:
-    """Payload per camera: its surviving edges, its sets, and the sets it may merge.
+    """Payload per camera: its memories' labels, and the labels relayed to each memory.
 
-    ``sets_by_node``: the triangle replies for the first flood round, then the ``sets`` of the
-    previous flood replies. ``edges``: surviving directed pairs from ``check_triangle_replies``.
-    ``reach="edges"`` relays the sets of the memories adjacent to the camera's memories (the
-    paper's flooding to neighbours: a set grows by at least one hop per round);
-    ``reach="sets"`` relays the sets of every member of the camera's sets (the reach doubles
-    per round: fewer rounds, somewhat more bytes). Labels are identical either way.
+    ``labels``: current labels in gid order; ``kept``: surviving directed pairs from
+    ``check_triangle_replies``. ``reach="edges"`` relays each kept neighbour's label: a label
+    travels one edge per round, so the rounds are how far the farthest memory lies from its
+    component's smallest gid (the paper's flooding to neighbours). ``reach="sets"`` treats
+    the memories sharing a label as one set: a memory gets, for itself and for every memory
+    it labels, its kept neighbours' labels and its own, each one step on (the label of the
+    memory a label names, never larger); so a set merges with every set it touches, and the
+    rounds grow with the log of a component's size rather than its diameter. Duplicates are
+    relayed once; O(edges + memories) bytes per round either way.
     """
-    if reach not in ("edges", "sets"):
-        raise ValueError(f"reach must be 'edges' or 'sets', got {reach!r}")
-    _expect_all_cameras(sets_by_node, ids, "flood sets")
-    sets = _sorted_by_owner(_concat([sets_by_node[c] for c in ids.cameras.tolist()]))
-    edges = _sorted_by_owner(edges)
-    out = {}
-    for cam, lo, hi in zip(ids.cameras.tolist(), ids.offsets, ids.ends, strict=True):
-        own_edges, own_sets = _owner_slice(edges, lo, hi), _owner_slice(sets, lo, hi)
-        wanted = own_edges.member if reach == "edges" else \
-            np.concatenate([own_edges.member, own_sets.member])
-        _, rows = _group_rows(sets.owner, np.unique(wanted))
-        out[cam] = FloodPayload(own_edges, own_sets, Pairs(sets.owner[rows], sets.member[rows]))
-    return out
+    if reach not in REACHES:
+        raise ValueError(f"reach must be one of {list(REACHES)}, got {reach!r}")
+    if reach == "edges":
+        offers = [Pairs(kept.owner, labels[kept.member])]
+    else:
+        ahead = labels[labels]
+        offers = [Pairs(kept.owner, ahead[kept.member]),
+                  Pairs(np.arange(ids.total, dtype=np.int64), ahead),
+                  Pairs(labels[kept.owner], ahead[kept.member])]
+    relayed = _unique_pairs(_concat(offers), ids.total)
+    return {cam: FloodPayload(labels[lo:hi], _owner_slice(relayed, lo, hi))
+            for cam, lo, hi in zip(ids.cameras.tolist(), ids.offsets, ids.ends, strict=True)}
 
 
-def check_flood_replies(replies: Mapping[int, FloodReply], ids: GlobalIds) -> bool:
-    """Validate the flood replies; return whether any node changed."""
-    _expect_all_cameras(replies, ids, "flood")
-    changed = False
-    for cam in ids.cameras.tolist():
-        reply = replies[cam]
-        where = f"flood reply of camera {cam}"
-        _reply_pairs(reply.sets, ids, where, cam)
-        labels = np.asarray(reply.labels)
-        if labels.shape != (ids.size(cam),) or not _is_int(labels):
-            raise ProtocolError(f"{where}: labels must be {ids.size(cam)} ints, got "
-                                f"{labels.dtype} {labels.shape}")
-        if labels.size and (labels.min() < 0 or np.any(labels > ids.gids(cam))):
-            raise ProtocolError(f"{where}: a label must be the smallest gid of the memory's "
-                                "set, so in [0, own gid]")
-        if not isinstance(reply.changed, (bool, np.bool_)):
-            raise ProtocolError(f"{where}: changed must be one flag, got {reply.changed!r}")
-        changed |= bool(reply.changed)
-    return changed
+def check_flood_replies(replies: Mapping[int, np.ndarray], labels: np.ndarray,
+                        ids: GlobalIds) -> np.ndarray:
+    """Validate the flood replies against the labels sent (``labels``, gid order): the new
+    labels in gid order, none larger than before."""
+    _expect_cameras(replies, ids.cameras.tolist(), "flood")
+    return _checked_labels(replies, labels, ids, "flood")
 
 
-def flood_settled(payloads: Mapping[int, FloodPayload], ids: GlobalIds) -> bool:
-    """Whether the next flood round (``payloads``, already routed) would change no set. The
-    server relays every set, so it can tell without sending that round (which would only
-    confirm it): one round fewer."""
-    return not any(node_flood(cam, payload, ids).changed for cam, payload in payloads.items())
+def flood_settled(labels: np.ndarray, kept: Pairs) -> bool:
+    """Whether every kept edge joins equal labels: then each component carries one label, its
+    smallest gid, and no further round changes anything, so the server need not send one."""
+    return bool(np.array_equal(labels[kept.owner], labels[kept.member]))
 
 
-def labels_from_flood(replies: Mapping[int, FloodReply], ids: GlobalIds) -> np.ndarray:
-    """Cluster id per memory in gid order, from the last flood round's replies."""
-    parts = [np.asarray(replies[c].labels, np.int64) for c in ids.cameras.tolist()]
-    return np.concatenate(parts) if parts else np.empty(0, np.int64)
+def drop_cameras(ids: GlobalIds, edges: Pairs, lost: Iterable[int]) -> tuple[GlobalIds, Pairs]:
+    """The gid encoding without the ``lost`` cameras, and ``edges`` without the ones touching
+    them, renumbered to it (order kept)."""
+    keep = ~np.isin(ids.cameras, list(lost))
+    left = GlobalIds(ids.cameras[keep], ids.sizes[keep])
+    shift = np.zeros(ids.cameras.size, np.int64)
+    shift[keep] = ids.offsets[keep] - left.offsets
+    where_o, where_m = ids.camera_index_of(edges.owner), ids.camera_index_of(edges.member)
+    ok = keep[where_o] & keep[where_m]
+    return left, Pairs(edges.owner[ok] - shift[where_o[ok]],
+                       edges.member[ok] - shift[where_m[ok]])
 
 
 # ---------------------------------------------------------------------------------------------
-# in-process driver
+# the server's rounds, over any transport
+
+# (round name, gid encoding, payload per camera) -> (reply per camera, why each other is lost).
+# Round names: "top1", "triangle", "flood-<k>"; replies: Pairs, TriangleReply, label array.
+Send = Callable[[str, GlobalIds, Mapping[int, Any]], tuple[dict[int, Any], dict[int, str]]]
 
 
-def cluster_distributed(banks: Banks, alpha: int, *, reach: str = "edges",
-                        max_flood_rounds: int | None = None,
-                        max_distance: float | None = None
-                        ) -> tuple[ClusterResult, list[RoundStats]]:
-    """Run the whole protocol in-process: the server's relaying plus every node's function.
+@dataclass(frozen=True)
+class Outcome:
+    """The protocol's result over the cameras that answered every round: ``step1`` edges
+    (owner in the lower camera), ``kept`` (directed, both ways), the cluster id (smallest gid
+    of the component) per memory, and the cameras lost after the memory round (round, cause)."""
 
-    ``reach``: which sets the server relays in the flood rounds (see ``route_flood``);
-    ``max_distance``: the nodes' limit on mutual top-1 pairs (see ``cluster_centralised``).
+    ids: GlobalIds
+    cluster_of: np.ndarray
+    step1: Pairs
+    kept: Pairs
+    missing: dict[int, dict[str, str]]
+
+
+def run_protocol(banks: Banks, alpha: int, send: Send, *, reach: str = "edges",
+                 top1_on: str = "nodes", max_distance: float | None = None,
+                 max_flood_rounds: int | None = None) -> Outcome:
+    """The server's part: deal the pairs, relay, check, and go on without a lost camera.
+
+    ``top1_on="server"``: the server finds the mutual top-1 edges itself from the banks it
+    holds (no top-1 round, the pairs' work on one machine); the other rounds are the nodes'.
+    A camera that ``send`` reports lost is dropped with its edges: in the top-1 round the
+    lost nodes' pairs are dealt again among the others, later the protocol goes on from the
+    triangle round (see the module docstring for why that is exact).
     """
     ids, feats = validate_banks(banks)
     alpha = check_alpha(alpha)
-    stats: list[RoundStats] = []
+    if reach not in REACHES or top1_on not in TOP1_ON:
+        raise ValueError(f"reach {reach!r} / top1_on {top1_on!r}: expected one of "
+                         f"{list(REACHES)} / {list(TOP1_ON)}")
+    missing: dict[int, dict[str, str]] = {}
 
-    def run_round(name: str, payloads: Mapping[int, object], node: Callable) -> dict:
-        start = time.perf_counter()
-        replies = {cam: node(cam, p) for cam, p in payloads.items()}
-        sent = sum(p.nbytes + ids.nbytes for p in payloads.values())
-        received = sum(r.nbytes for r in replies.values())
-        stats.append(RoundStats(name, len(payloads), sent, received,
-                                time.perf_counter() - start))
-        return replies
+    def drop(round_name: str, lost: Mapping[int, str], edges: Pairs) -> tuple[GlobalIds, Pairs]:
+        for camera, why in lost.items():
+            missing[camera] = {"round": round_name, "cause": why}
+        left, edges = drop_cameras(ids, edges, lost)
+        if not left.cameras.size:
+            raise AllCamerasLost(missing)
+        return left, edges
 
-    t0 = time.perf_counter()
-    top1 = run_round("top1", route_top1(feats, ids), lambda c, p: node_top1(
-        c, feats[c], p.features, p.cameras, p.labels, ids, max_distance))
-    step1 = check_top1_replies(top1, ids)
-    _add_server_time(stats, t0)
-
-    t0 = time.perf_counter()
-    tri = run_round("triangle", route_triangle(step1, ids),
-                    lambda c, p: node_triangle(c, p, alpha, ids))
-    kept = check_triangle_replies(tri, step1, ids)
-    _add_server_time(stats, t0)
-
-    payloads = route_flood(tri, kept, ids, reach)
-    limit = max_flood_rounds if max_flood_rounds is not None else ids.total + 1
-    for k in range(1, limit + 1):
-        t0 = time.perf_counter()
-        flood = run_round(f"flood-{k}", payloads, lambda c, p: node_flood(c, p, ids))
-        changed = check_flood_replies(flood, ids)
-        payloads = route_flood({c: r.sets for c, r in flood.items()}, kept, ids, reach)
-        settled = not changed or flood_settled(payloads, ids)
-        _add_server_time(stats, t0)
-        if settled:
-            break
+    if top1_on == "server":
+        step1 = _unique_pairs(mutual_top1(feats, all_pairs(ids), ids, max_distance), ids.total)
     else:
-        raise ProtocolError(f"flooding did not converge within {limit} rounds")
-    mutual = np.stack([step1.owner, step1.member], axis=1)
-    kept_pairs = np.stack([kept.owner, kept.member], axis=1)
-    return ClusterResult.build(ids, labels_from_flood(flood, ids), mutual, kept_pairs), stats
+        step1, todo = Pairs.empty(), assign_pairs(ids)
+        while todo:
+            replies, lost = send("top1", ids, route_top1(feats, todo, ids))
+            answered = {c: pairs for c, pairs in todo.items() if c not in lost}
+            step1 = _concat([step1, check_top1_replies(replies, answered, ids)])
+            if not lost:
+                break
+            ids, step1 = drop("top1", lost, step1)
+            todo = reassign_pairs({c: todo[c] for c in lost}, ids)
+        step1 = _unique_pairs(step1, ids.total)
+    limit = max_flood_rounds if max_flood_rounds is not None else ids.total + 1
+    while True:
+        replies, lost = send("triangle", ids, route_triangle(step1, ids))
+        if lost:
+            ids, step1 = drop("triangle", lost, step1)
+            continue
+        kept, labels = check_triangle_replies(replies, step1, ids)
+        for k in range(1, limit + 1):
+            name = f"flood-{k}"
+            replies, lost = send(name, ids, route_flood(labels, kept, ids, reach))
+            if lost:
+                break
+            labels = check_flood_replies(replies, labels, ids)
+            if flood_settled(labels, kept):
+                return Outcome(ids, labels, step1, kept, missing)
+        else:
+            raise ProtocolError(f"flooding did not converge within {limit} rounds")
+        ids, step1 = drop(name, lost, step1)
 
 
-def _add_server_time(stats: list[RoundStats], t0: float) -> None:
-    """Make the last round's seconds cover routing and checks too, not only the node calls."""
-    last = stats[-1]
-    stats[-1] = RoundStats(last.name, last.messages, last.bytes_sent, last.bytes_received,
-                           time.perf_counter() - t0)
+def in_process(banks: Mapping[int, np.ndarray], alpha: int, max_distance: float | None,
+               stats: list[RoundStats]) -> Send:
+    """The nodes' functions called here, one call per message, each round's bytes and time
+    appended to ``stats``: the transport of ``cluster_distributed``."""
+
+    def reply(name: str, camera: int, payload: Any, ids: GlobalIds) -> Any:
+        if name == "top1":
+            return node_top1(camera, banks[camera], payload, ids, max_distance)
+        if name == "triangle":
+            return node_triangle(camera, payload, alpha, ids)
+        return node_flood(camera, payload, ids)
+
+    def send(name: str, ids: GlobalIds, payloads: Mapping[int, Any]
+             ) -> tuple[dict[int, Any], dict[int, str]]:
+        start, sent, replies = time.perf_counter(), 0, {}
+        for camera, payload in payloads.items():
+            sent += payload.nbytes + ids.nbytes
+            replies[camera] = reply(name, camera, payload, ids)
+        received = sum(int(r.nbytes) for r in replies.values())
+        stats.append(RoundStats(name, len(replies), sent, received, time.perf_counter() - start))
+        return replies, {}
+
+    return send
+
+
+def cluster_distributed(banks: Banks, alpha: int, *, reach: str = "edges",
+                        top1_on: str = "nodes", max_flood_rounds: int | None = None,
+                        max_distance: float | None = None
+                        ) -> tuple[ClusterResult, list[RoundStats]]:
+    """Run the whole protocol in-process: the server's part plus every node's function.
+
+    ``reach``: which labels the server relays in the flood rounds (see ``route_flood``);
+    ``top1_on``: where mutual top-1 is found (``run_protocol``); ``max_distance``: the limit
+    on mutual top-1 pairs (see ``cluster_centralised``).
+    """
+    _, feats = validate_banks(banks)
+    stats: list[RoundStats] = []
+    out = run_protocol(feats, alpha, in_process(feats, alpha, max_distance, stats),
+                       reach=reach, top1_on=top1_on, max_distance=max_distance,
+                       max_flood_rounds=max_flood_rounds)
+    mutual = np.stack([out.step1.owner, out.step1.member], axis=1)
+    kept = np.stack([out.kept.owner, out.kept.member], axis=1)
+    return ClusterResult.build(out.ids, out.cluster_of, mutual, kept), stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,13 +682,9 @@ def _is_int(arr: np.ndarray) -> bool:
     return arr.dtype.kind in "iu"
 
 
-def _same_ids(a: GlobalIds, b: GlobalIds) -> bool:
-    return np.array_equal(a.cameras, b.cameras) and np.array_equal(a.sizes, b.sizes)
-
-
-def _expect_all_cameras(replies: Mapping[int, object], ids: GlobalIds, what: str) -> None:
+def _expect_cameras(replies: Mapping[int, object], expected: Iterable[int], what: str) -> None:
     got = {int(c) for c in replies}
-    want = set(ids.cameras.tolist())
+    want = {int(c) for c in expected}
     if got != want:
         raise ProtocolError(f"{what}: replies for cameras {sorted(got)}, expected "
                             f"{sorted(want)} (missing {sorted(want - got)}, "
@@ -531,13 +702,17 @@ def _as_pairs(pairs: Pairs, where: str) -> Pairs:
     return Pairs(owner.astype(np.int64, copy=False), member.astype(np.int64, copy=False))
 
 
-def _reply_pairs(pairs: Pairs, ids: GlobalIds, where: str, camera: int) -> Pairs:
-    """A node's reply pairs: well-formed, in range, owners in the replying camera."""
-    pairs = _as_pairs(pairs, where)
+def _in_range(pairs: Pairs, ids: GlobalIds, where: str) -> Pairs:
     total = ids.total
     for arr, name in ((pairs.owner, "owner"), (pairs.member, "member")):
         if arr.size and (arr.min() < 0 or arr.max() >= total):
             raise ProtocolError(f"{where}: {name} gid out of range [0, {total})")
+    return pairs
+
+
+def _reply_pairs(pairs: Pairs, ids: GlobalIds, where: str, camera: int) -> Pairs:
+    """A node's reply pairs: well-formed, in range, owners in the replying camera."""
+    pairs = _in_range(_as_pairs(pairs, where), ids, where)
     lo, hi = ids.range(camera)
     if pairs.owner.size and (pairs.owner.min() < lo or pairs.owner.max() >= hi):
         raise ProtocolError(f"{where}: owner gid outside camera {camera}'s range [{lo}, {hi})")
@@ -547,13 +722,37 @@ def _reply_pairs(pairs: Pairs, ids: GlobalIds, where: str, camera: int) -> Pairs
 def _node_pairs(pairs: Pairs, ids: GlobalIds, where: str, camera: int | None) -> Pairs:
     """Inbound pairs at a node: same checks as for replies (owner camera when given)."""
     if camera is None:
-        pairs = _as_pairs(pairs, where)
-        total = ids.total
-        for arr, name in ((pairs.owner, "owner"), (pairs.member, "member")):
-            if arr.size and (arr.min() < 0 or arr.max() >= total):
-                raise ProtocolError(f"{where}: {name} gid out of range [0, {total})")
-        return pairs
+        return _in_range(_as_pairs(pairs, where), ids, where)
     return _reply_pairs(pairs, ids, where, camera)
+
+
+def _checked_labels(replies: Mapping[int, np.ndarray], before: np.ndarray | None,
+                    ids: GlobalIds, what: str) -> np.ndarray:
+    """Each camera's labels: its size, ints, a gid in [0, own gid], none above ``before``;
+    concatenated in gid order."""
+    parts = []
+    for cam, lo, hi in zip(ids.cameras.tolist(), ids.offsets, ids.ends, strict=True):
+        where = f"{what} reply of camera {cam}"
+        labels = np.asarray(replies[cam])
+        if labels.shape != (hi - lo,) or (labels.size and not _is_int(labels)):
+            raise ProtocolError(f"{where}: labels must be {hi - lo} ints, got {labels.dtype} "
+                                f"{labels.shape}")
+        labels = labels.astype(np.int64, copy=False)
+        if labels.size and (labels.min() < 0 or np.any(labels > np.arange(lo, hi))):
+            raise ProtocolError(f"{where}: a label must be a gid of the memory's component, "
+                                "so in [0, own gid]")
+        if before is not None and np.any(labels > before[lo:hi]):
+            raise ProtocolError(f"{where}: a label grew (labels only ever get smaller)")
+        parts.append(labels)
+    return np.concatenate([np.empty(0, np.int64), *parts])
+
+
+def _smallest(labels: np.ndarray, offers: Pairs, lo: int) -> np.ndarray:
+    """``labels`` of the memories lo, lo+1, ..., each lowered to the smallest member offered
+    to it (owner = the memory)."""
+    out = np.array(labels, np.int64)
+    np.minimum.at(out, offers.owner - lo, offers.member)
+    return out
 
 
 def _node_bank(bank: np.ndarray, size: int, where: str) -> np.ndarray:
@@ -565,36 +764,43 @@ def _node_bank(bank: np.ndarray, size: int, where: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def _higher_banks(camera: int, feats: np.ndarray, cams: np.ndarray, labels: np.ndarray,
-                  width: int, ids: GlobalIds, where: str
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The rows of cameras > camera, ordered by (camera, label), checked to be whole banks."""
-    feats, cams, labels = np.asarray(feats), np.asarray(cams), np.asarray(labels)
+def _camera_pairs(pairs: np.ndarray, ids: GlobalIds, where: str) -> np.ndarray:
+    """The camera pairs a top-1 node decides: (k, 2) known cameras with memories, a < b, unique."""
+    pairs = np.asarray(pairs)
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or (pairs.size and not _is_int(pairs)):
+        raise ProtocolError(f"{where}: pairs must be (k, 2) camera ids, got {pairs.dtype} "
+                            f"{pairs.shape}")
+    pairs = pairs.astype(np.int64, copy=False)
+    known = np.isin(pairs, ids.cameras[ids.sizes > 0]).all()
+    if not known or np.any(pairs[:, 0] >= pairs[:, 1]) or len(np.unique(pairs, axis=0)) < len(
+            pairs):
+        raise ProtocolError(f"{where}: pairs must be distinct (a, b), a < b, of cameras with "
+                            f"memories {ids.cameras[ids.sizes > 0].tolist()}")
+    return pairs
+
+
+def _payload_banks(payload: Top1Payload, needed: np.ndarray, width: int, ids: GlobalIds,
+                   where: str) -> dict[int, np.ndarray]:
+    """The whole bank of each ``needed`` camera from the payload's rows, by camera."""
+    feats = np.asarray(payload.features)
+    cams, labels = np.asarray(payload.cameras), np.asarray(payload.labels)
     if feats.ndim != 2 or cams.shape != (len(feats),) or labels.shape != (len(feats),):
         raise ProtocolError(f"{where}: features (n, d), cameras (n,), labels (n,) expected, got "
                             f"{feats.shape}, {cams.shape}, {labels.shape}")
     if len(feats) and (feats.shape[1] != width or not (_is_int(cams) and _is_int(labels))):
         raise ProtocolError(f"{where}: features must have d={width} and integer cameras/labels")
-    cams, labels = cams.astype(np.int64, copy=False), labels.astype(np.int64, copy=False)
-    keep = cams > camera
-    if not keep.all():
-        feats, cams, labels = feats[keep], cams[keep], labels[keep]
-    order_key = np.lexsort((labels, cams))
-    if np.any(order_key != np.arange(len(order_key))):
-        feats, cams, labels = feats[order_key], cams[order_key], labels[order_key]
-    higher = ids.cameras[(ids.cameras > camera) & (ids.sizes > 0)]
-    present, counts = np.unique(cams, return_counts=True)
-    if not np.array_equal(present, higher):
-        raise ProtocolError(f"{where}: needs the banks of cameras {higher.tolist()}, "
-                            f"got cameras {present.tolist()}")
-    sizes = ids.sizes[np.searchsorted(ids.cameras, present)]
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    if not (np.array_equal(counts, sizes) and np.array_equal(labels, np.arange(len(labels))
-                                                             - starts)):
-        raise ProtocolError(f"{where}: each camera's bank must be whole (labels 0..N_c-1)")
-    if not np.isfinite(feats).all():
-        raise ProtocolError(f"{where}: other banks have non-finite values")
-    return np.ascontiguousarray(feats, dtype=np.float32), cams, labels
+    out = {}
+    for cam in needed.tolist():
+        rows = np.flatnonzero(cams == cam)
+        rows = rows[np.argsort(labels[rows], kind="stable")]
+        if not np.array_equal(labels[rows], np.arange(ids.size(cam))):
+            raise ProtocolError(f"{where}: needs the whole bank of camera {cam} (labels "
+                                f"0..{ids.size(cam) - 1}), got {len(rows)} rows")
+        bank = np.ascontiguousarray(feats[rows], dtype=np.float32)
+        if not np.isfinite(bank).all():
+            raise ProtocolError(f"{where}: the bank of camera {cam} has non-finite values")
+        out[cam] = bank
+    return out
 
 
 def _concat(parts: list[Pairs]) -> Pairs:

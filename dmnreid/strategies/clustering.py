@@ -1,13 +1,16 @@
 """Distributed clustering over Flower messages (paper 3.3): the server relays, nodes decide.
 
 Rounds, one message per node each: ``query.memory`` (memory banks), ``query.top1`` (mutual
-top-1 edges of the camera pairs a node owns), ``query.triangle`` (edges that pass the triangle
-relation), then ``query.flood`` until no node's sets change. The relaying and the reply checks
-are :mod:`dmnreid.memory.protocol`'s, the same code the in-process driver and its tests use.
+top-1 edges of the camera pairs dealt to a node; none with ``top1-on = "server"``),
+``query.triangle`` (edges that pass the triangle relation), then ``query.flood`` until every
+kept edge joins equal labels. The rounds, the relaying and the reply checks are
+:func:`dmnreid.memory.protocol.run_protocol`'s, the same code the in-process driver and its
+tests use; this module only turns payloads into messages and replies back.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,22 +25,19 @@ from flwr.serverapp import Grid
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from dmnreid.config import ConfigError
+from dmnreid.config import ConfigError, RunConfig
 from dmnreid.data_prep.partition import EVALUATOR_DIR
 from dmnreid.data_prep.records import DatasetError
 from dmnreid.memory.diagnostics import cluster_scores
 from dmnreid.memory.protocol import (
-    FloodReply,
+    AllCamerasLost,
+    LazyPayloads,
     Pairs,
     RoundStats,
-    check_flood_replies,
-    check_top1_replies,
-    check_triangle_replies,
-    flood_settled,
-    labels_from_flood,
-    route_flood,
-    route_top1,
-    route_triangle,
+    Send,
+    Top1Payload,
+    TriangleReply,
+    run_protocol,
 )
 from dmnreid.memory.reference import GlobalIds
 from dmnreid.messages import (
@@ -59,22 +59,13 @@ from dmnreid.strategies.hops import State
 MEMORY = "memory"
 
 
-class CamerasLost(NodeError):
-    """Cameras that gave no usable reply in a round after the memory round: the protocol
-    restarts without them (labels are never computed from partial data)."""
-
-    def __init__(self, round_name: str, missing: Mapping[int, str]) -> None:
-        super().__init__(f"round {round_name}: {causes(missing)}")
-        self.round = round_name
-        self.missing = dict(missing)
-
-
 def _send_round(grid: Grid, nodes: Mapping[int, int], name: str, message_type: str,
                 payloads: Mapping[int, Mapping[str, np.ndarray]], config: dict,
                 timeout: float, stats: list[RoundStats],
                 extra: Mapping[str, ArrayRecord] | None = None) -> Answers:
     """One message per camera in ``payloads``; each camera's reply content, and why each
-    camera that gave none is missing."""
+    camera that gave none is missing. A payload read from a ``LazyPayloads`` is built and
+    turned into its message at once, so its arrays never exist twice for every camera."""
     start = time.perf_counter()
     messages, sent = {}, 0
     for camera, arrays in payloads.items():
@@ -92,25 +83,11 @@ def _send_round(grid: Grid, nodes: Mapping[int, int], name: str, message_type: s
     return answers
 
 
-def _every(answers: Answers, name: str) -> dict[int, RecordDict]:
-    if answers.missing:
-        raise CamerasLost(name, answers.missing)
-    return answers.content
-
-
 def _arrays(content: RecordDict, name: str, camera: int) -> dict[str, np.ndarray]:
     record = content.get(name)
     if not isinstance(record, ArrayRecord):
         raise NodeError(f"camera {camera}: reply without a {name!r} record")
     return {k: a.numpy() for k, a in record.items()}
-
-
-def _pairs(content: RecordDict, camera: int) -> Pairs:
-    arrays = _arrays(content, PAYLOAD, camera)
-    try:
-        return Pairs.from_arrays(arrays, "pairs")
-    except KeyError as err:
-        raise NodeError(f"camera {camera}: malformed neighbour list (no {err})") from err
 
 
 def usable_banks(banks: Mapping[int, np.ndarray | None], sizes: Mapping[int, int],
@@ -199,89 +176,77 @@ class Clustering:
     banks: dict[int, np.ndarray]
 
 
-def _rounds(grid: Grid, nodes: Mapping[int, int], banks: Mapping[int, np.ndarray],
-            config: dict, alpha: int, reach: str, timeout: float, max_distance: float,
-            stats: list[RoundStats], feature_dtype: str
-            ) -> tuple[GlobalIds, np.ndarray, Pairs, Pairs]:
-    """The rounds after the memory round, over the cameras of ``banks`` (sent on in
-    ``feature_dtype``); CamerasLost when a camera gives no usable reply."""
-    ids = GlobalIds.from_sizes({c: len(b) for c, b in banks.items()})
-    id_arrays = ids.to_arrays()
-    with_ids: Callable[[dict], dict] = lambda arrays: {**arrays, **id_arrays}  # noqa: E731
+# how each round's reply is read: the payload's arrays -> what the protocol checks
+REPLIES: dict[str, Callable[[dict[str, np.ndarray]], object]] = {
+    "top1": lambda arrays: Pairs.from_arrays(arrays, "pairs"),
+    "triangle": TriangleReply.from_arrays,
+    "flood": lambda arrays: arrays["labels"],
+}
 
-    def parsed(replies: dict[int, RecordDict], name: str, parse: Callable) -> dict:
-        out, bad = {}, {}
-        for camera, reply in replies.items():
+
+def flower_send(grid: Grid, nodes: Mapping[int, int], config: dict, alpha: int,
+                max_distance: float, timeout: float, stats: list[RoundStats],
+                feature_dtype: str) -> Send:
+    """The protocol's rounds as Flower messages (``query.top1``, ``query.triangle``,
+    ``query.flood``): each payload becomes its message when read, banks in ``feature_dtype``;
+    a camera without a usable reply is reported lost, with the cause."""
+
+    def send(name: str, ids: GlobalIds, payloads: Mapping[int, object]
+             ) -> tuple[dict[int, object], dict[int, str]]:
+        kind = name.partition("-")[0]
+        settings = {**config, **({"max-distance": max_distance} if kind == "top1" else {}),
+                    **({"alpha": alpha} if kind == "triangle" else {})}
+
+        def arrays(camera: int) -> dict[str, np.ndarray]:
+            payload = payloads[camera]
+            wire = {"features": wire_features(payload.features, feature_dtype)} \
+                if isinstance(payload, Top1Payload) else {}
+            return {**payload.to_arrays(), **wire, **ids.to_arrays()}
+
+        answers = _send_round(grid, nodes, name, f"query.{kind}",
+                              LazyPayloads(payloads, arrays), settings, timeout, stats)
+        replies, lost = {}, dict(answers.missing)
+        for camera, content in answers.content.items():
             try:
-                out[camera] = parse(reply, camera)
+                replies[camera] = REPLIES[kind](_arrays(content, PAYLOAD, camera))
             except (NodeError, KeyError) as err:
-                bad[camera] = f"malformed reply ({err})"
-        if bad:
-            raise CamerasLost(name, bad)
-        return out
+                lost[camera] = f"malformed reply ({err})"
+        return replies, lost
 
-    top1 = {c: p for c, p in route_top1(banks, ids).items() if len(p.labels)}
-    replies = _every(_send_round(grid, nodes, "top1", "query.top1",
-                                 {c: with_ids({**p.to_arrays(), "features": wire_features(
-                                     p.features, feature_dtype)}) for c, p in top1.items()},
-                                 {**config, "max-distance": max_distance}, timeout, stats),
-                     "top1")
-    edges = parsed(replies, "top1", _pairs)
-    step1 = check_top1_replies({c: edges.get(c, Pairs.empty()) for c in ids.cameras.tolist()},
-                               ids)
-
-    triangle = route_triangle(step1, ids)
-    replies = _every(_send_round(grid, nodes, "triangle", "query.triangle",
-                                 {c: with_ids(p.to_arrays()) for c, p in triangle.items()},
-                                 {**config, "alpha": alpha}, timeout, stats), "triangle")
-    kept_lists = parsed(replies, "triangle", _pairs)
-    kept = check_triangle_replies(kept_lists, step1, ids)
-
-    payloads = route_flood(kept_lists, kept, ids, reach)
-    flood: dict[int, FloodReply] = {}
-    for k in range(1, ids.total + 2):
-        name = f"flood-{k}"
-        replies = _every(_send_round(grid, nodes, name, "query.flood",
-                                     {c: with_ids(p.to_arrays()) for c, p in payloads.items()},
-                                     config, timeout, stats), name)
-        flood = parsed(replies, name,
-                       lambda r, c: FloodReply.from_arrays(_arrays(r, PAYLOAD, c)))
-        changed = check_flood_replies(flood, ids)
-        payloads = route_flood({c: r.sets for c, r in flood.items()}, kept, ids, reach)
-        if not changed or flood_settled(payloads, ids):
-            break
-    return ids, labels_from_flood(flood, ids), step1, kept
+    return send
 
 
 def distributed_clustering(grid: Grid, nodes: Mapping[int, int], sizes: Mapping[int, int],
                            state: State, config: dict, alpha: int, reach: str, timeout: float,
                            max_distance: float = 0.0, dtype: str = "float32",
-                           feature_dtype: str = "float32") -> Clustering:
+                           feature_dtype: str = "float32", top1_on: str = "nodes"
+                           ) -> Clustering:
     """Run every round over the cameras that answer.
 
     A camera without a usable bank at the memory round is left out of this clustering; one
-    lost in a later round makes the protocol start again from the mutual top-1 round without
-    it (the banks of the others are still those of this model), so labels only ever come
-    from cameras that answered every round.
+    lost in a later round is dropped with its edges and the protocol goes on without it
+    (``run_protocol``: from the triangle round, or dealing a lost top-1 node's pairs again),
+    so labels only ever come from cameras that answered every round, and equal those of a
+    run on those cameras alone.
     """
     stats: list[RoundStats] = []
     banks, refused = collect_banks(grid, nodes, sizes, state, config, timeout, stats, dtype)
     missing = {c: {"round": "memory", "cause": why} for c, why in refused.items()}
-    while True:
-        if not banks:
-            raise NodeError("no camera gave a usable memory bank: " + causes(
-                {c: m["cause"] for c, m in missing.items()}))
-        try:
-            ids, cluster_of, step1, kept = _rounds(grid, nodes, banks, config, alpha, reach,
-                                                   timeout, max_distance, stats,
-                                                   feature_dtype)
-            return Clustering(ids, cluster_of, step1, kept, stats, missing, banks)
-        except CamerasLost as lost:
-            log(WARNING, "Clustering starts again without camera(s) %s (%s)",
-                sorted(lost.missing), lost)
-            for camera, why in lost.missing.items():
-                missing[camera] = {"round": lost.round, "cause": why}
-                banks.pop(camera, None)
+    if not banks:
+        raise NodeError("no camera gave a usable memory bank: " + causes(
+            {c: m["cause"] for c, m in missing.items()}))
+    send = flower_send(grid, nodes, config, alpha, max_distance, timeout, stats, feature_dtype)
+    try:
+        out = run_protocol(banks, alpha, send, reach=reach, top1_on=top1_on,
+                           max_distance=max_distance or None)
+    except AllCamerasLost as lost:
+        raise NodeError("no camera answered every clustering round: " + causes(
+            {c: m["cause"] for c, m in {**missing, **lost.missing}.items()})) from lost
+    if out.missing:
+        log(WARNING, "Clustering went on without camera(s) %s", sorted(out.missing))
+    missing.update(out.missing)
+    return Clustering(out.ids, out.cluster_of, out.step1, out.kept, stats, missing,
+                      {c: banks[c] for c in out.ids.cameras.tolist()})
 
 
 @dataclass(frozen=True)
@@ -330,14 +295,16 @@ def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, 
                   ) -> GlobalLabels:
     """The distributed protocol's global classes, saved and reused on resume.
 
-    ``tag`` tells apart the clusterings of one run when it re-clusters during the walk.
+    ``tag`` tells apart the clusterings of one run when it re-clusters during the walk;
+    ``top1-on`` comes from the run's settings, which ``config`` carries to every node.
     """
     saved = _saved_labels(run, tag)
     if saved is not None:
         return saved
+    top1_on = RunConfig.from_mapping(json.loads(config["run-config"])).top1_on
     by_camera = {camera: node for node, camera in nodes}
     result = distributed_clustering(grid, by_camera, sizes, state, config, alpha, reach,
-                                    timeout, max_distance, dtype, feature_dtype)
+                                    timeout, max_distance, dtype, feature_dtype, top1_on)
     ids, cluster_of, step1, kept, stats = (result.ids, result.cluster_of, result.step1,
                                            result.kept, result.stats)
     _, classes = np.unique(cluster_of, return_inverse=True)
@@ -345,7 +312,8 @@ def cluster_phase(grid: Grid, nodes: list[tuple[int, int]], sizes: Mapping[int, 
         "labels": "clusters",
         "cameras": ids.cameras.tolist(),
         "missing": {str(c): m for c, m in sorted(result.missing.items())},
-        "alpha": alpha, "reach": reach, "max_distance": max_distance, "rounds": len(stats),
+        "alpha": alpha, "reach": reach, "top1_on": top1_on, "max_distance": max_distance,
+        "rounds": len(stats),
         "memories": ids.total,
         "edges_mutual": len(step1), "edges_kept": len(kept) // 2,
         "clusters": int(classes.max()) + 1 if ids.total else 0,

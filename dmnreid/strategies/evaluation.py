@@ -11,20 +11,11 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from dmnreid.checks import check_features
 from dmnreid.config import RunConfig
-from dmnreid.messages import (
-    CONFIG,
-    PAYLOAD,
-    WEIGHTS,
-    NodeError,
-    causes,
-    exchange,
-    state_record,
-)
+from dmnreid.messages import PAYLOAD, WEIGHTS, NodeError, ask_nodes, causes, state_record
 from dmnreid.reid.evaluator import SPLITS, Evaluator, ItemFeatures, rank
 from dmnreid.reid.model import ReidNet, load_walking_state
 
@@ -35,12 +26,13 @@ def federated_embeddings(grid: Grid, nodes: list[tuple[int, int]], state: State,
                          config: dict, timeout: float, dtype: str = "float32"
                          ) -> tuple[dict[int, dict[str, ItemFeatures]], dict[int, str]]:
     """The query/gallery features of every node that answers, under the walking weights
-    ``state``, and why each other camera is missing."""
-    messages = {camera: Message(RecordDict({WEIGHTS: state_record(state, dtype),
-                                            CONFIG: ConfigRecord(config)}),
-                                dst_node_id=node, message_type="query.embed")
-                for node, camera in nodes}
-    answers = exchange(grid, messages, timeout)
+    ``state``, and why each other camera is missing.
+
+    The weights are converted once and the one record goes in every camera's message, as
+    Flower's FedAvg shares one record among its messages (a Message holds its content by
+    reference; nothing on the way changes it), not M conversions of the same model."""
+    answers = ask_nodes(grid, nodes, "query.embed", config, timeout,
+                        {WEIGHTS: state_record(state, dtype)})
     embedded = {}
     model_width = None  # every camera's features must have the first camera's dimension
     for camera, content in sorted(answers.content.items()):
