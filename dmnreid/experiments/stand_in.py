@@ -11,14 +11,23 @@ whoever makes docs/results again.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 from pathlib import Path
 
+import numpy as np
+import PIL
+
 from dmnreid.config import ConfigError, RunConfig
 from dmnreid.experiments.settings import add_run_config, configured, run_config
 from dmnreid.provenance import short
-from dmnreid.reid.pretrain import ensure_source_weights, stand_in_record, weights_path
+from dmnreid.reid.pretrain import (
+    ensure_source_weights,
+    source_data,
+    stand_in_record,
+    weights_path,
+)
 
 REFERENCE = Path(__file__).with_name("reference_stand_in.json")
 # the settings that make a stand-in: the reference holds for these only
@@ -64,6 +73,16 @@ def check(cfg: RunConfig, epochs: int = 0) -> tuple[bool, str]:
     epochs = epochs or total
     if not 1 <= epochs <= total:
         raise ConfigError(f"--epochs {epochs}: expected 1 to source-epochs = {total}")
+    images = source_fingerprint(cfg)
+    if images["sha256"] != ref["source-images"]["sha256"]:
+        return False, (
+            "This machine renders other source images for the stand-in than docs/results "
+            f"were made with (sha256 {short(images['sha256'])} here, "
+            f"{short(ref['source-images']['sha256'])} in {REFERENCE.name}), so no pretraining "
+            "can give its weights. The synthetic images depend on the libraries that draw and "
+            f"encode them: here {json.dumps(images['libraries'])}, reference "
+            f"{json.dumps(ref['source-images']['libraries'])}. What to do: install those "
+            "versions (pip install 'numpy==...' 'pillow==...') and run this again.")
     weights = ensure_source_weights(configured(cfg, source_epochs=epochs))
     ours = stand_in_record(weights)
     wanted = ref["epochs-sha256"][epochs - 1]
@@ -84,11 +103,24 @@ def check(cfg: RunConfig, epochs: int = 0) -> tuple[bool, str]:
         "since the pinned pretraining is meant to give the same bits on every x86-64 CPU.")
 
 
+def source_fingerprint(cfg: RunConfig) -> dict:
+    """The sha256 of the stand-in's training images (decoded, as the pretraining sees them)
+    and labels, with the versions of the libraries that render and encode them: the first
+    thing two machines' stand-ins can differ in."""
+    images, labels, _ = source_data(cfg)
+    digest = hashlib.sha256(f"{tuple(images.shape)}|".encode())
+    digest.update(images.numpy().tobytes())
+    digest.update(labels.numpy().tobytes())
+    return {"sha256": digest.hexdigest(),
+            "libraries": {"numpy": np.__version__, "pillow": PIL.__version__}}
+
+
 def write_reference(cfg: RunConfig) -> str:
     weights = ensure_source_weights(cfg)
     record = stand_in_record(weights)
     REFERENCE.write_text(json.dumps({
         "settings": {k: cfg.to_mapping()[k] for k in SETTINGS},
+        "source-images": source_fingerprint(cfg),
         "sha256": record["sha256"], "epochs-sha256": record["epochs-sha256"],
         "kernels": record["kernels"], "machine": cpu_model(),
         "loss": record["loss"], "accuracy": record["accuracy"]}, indent=2) + "\n")
