@@ -14,10 +14,7 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,8 +28,16 @@ except ModuleNotFoundError:  # Python 3.10
 from dmnreid.config import RunConfig
 from dmnreid.data_prep.partition import read_partition
 from dmnreid.deploy.credentials import CA_CERT, make_node_key, make_tls
+from dmnreid.deploy.local import (
+    BIN,
+    free_port,
+    free_ports,
+    insecure_superlink_command,
+    local_environment,
+    stop_process,
+    wait_for_port,
+)
 from dmnreid.deploy.processes import (
-    Ports,
     connection_toml,
     grpc_line,
     superlink_command,
@@ -42,40 +47,7 @@ from dmnreid.prepare import prepare_partitions
 from dmnreid.reid.pretrain import ensure_source_weights
 
 PROJECT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 GRPC_LINE = grpc_line()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_port(port: int, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """Stop a process started in its own session, and its children, by PID."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
 
 
 class FlowerLink:
@@ -90,26 +62,17 @@ class FlowerLink:
     def __init__(self, home: Path, env: dict[str, str], simulation: bool = True,
                  credentials: Path | None = None) -> None:
         self.home = home
-        self.ports = Ports(*(free_port() for _ in range(3))) if GRPC_LINE else \
-            Ports(*[free_port()] * 2)
+        self.ports = free_ports(GRPC_LINE)
         self.port = self.ports.control
         self.credentials = credentials
-        self.env = {**os.environ, **env, "FLWR_HOME": str(home),
-                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-                    "FLWR_DISABLE_UPDATE_CHECK": "1"}
+        self.env = local_environment(home, env)
         home.mkdir(parents=True, exist_ok=True)
         address = f"127.0.0.1:{self.port}"
         connection = f'\n[superlink.test]\naddress = "{address}"\ninsecure = true\n' \
             if credentials is None else connection_toml("test", address, credentials / CA_CERT)
         (home / "config.toml").write_text(f'[superlink]\ndefault = "test"\n{connection}')
         if credentials is None:
-            addresses = ["--fleet-api-address", f"127.0.0.1:{self.ports.fleet}",
-                         "--control-api-address", address, "--serverappio-api-address",
-                         f"127.0.0.1:{self.ports.appio}"] if GRPC_LINE else \
-                ["--host", "127.0.0.1", "--port", str(self.port)]
-            command = [str(BIN / "flower-superlink"), "--insecure", "--isolation", "subprocess",
-                       *addresses]
+            command = insecure_superlink_command(self.ports, GRPC_LINE)
         else:  # exactly what `python -m dmnreid.deploy superlink` starts, on free ports
             command = superlink_command(credentials, home / "state.db", self.ports,
                                         "127.0.0.1", GRPC_LINE)
@@ -123,7 +86,7 @@ class FlowerLink:
         self.supernodes: list[subprocess.Popen] = []
         try:  # a simulation SuperLink serves no Fleet API (flwr 1.30 opens no port for it)
             for port in {self.ports.control, *([] if simulation else [self.ports.fleet])}:
-                _wait_for_port(port, 60, self.proc)
+                wait_for_port(port, 60, self.proc)
         except BaseException:
             self.stop()
             raise
@@ -160,7 +123,7 @@ class FlowerLink:
         proc.log_path = log_path  # type: ignore[attr-defined]
         self.supernodes.append(proc)  # stopped with the SuperLink, whatever happens next
         if tls == "ca" and retries is None:  # expected to join: wait until it is up
-            _wait_for_port(port, 60, proc)
+            wait_for_port(port, 60, proc)
         return proc
 
     def register(self, public_key: Path) -> int:

@@ -23,6 +23,9 @@ COMMANDS = {
                 "the paper's Tables 2 and 3: run times per image/batch and message sizes"),
     "stand-in": ("dmnreid.experiments.stand_in",
                  "whether this machine pretrains the stand-in docs/results were made with"),
+    "scale": ("dmnreid.experiments.scale",
+              "the whole pipeline in Flower for growing camera counts: time, rounds, bytes, "
+              "memory per phase and their growth exponents"),
 }
 
 
