@@ -113,6 +113,8 @@ RANGES = {
     "style_identity_weight": NON_NEGATIVE,
     "style_pool_size": NON_NEGATIVE,
     "walk_passes": AT_LEAST_ONE,
+    "walkers": Range(1, 99, why="walks at once, each on its own camera"),
+    "walker_merge": Range(0, why="steps between merges; 0 = once per pass over the cameras"),
     "local_epochs": AT_LEAST_ONE,
     "batch_size": Range(2, why="BatchNorm needs two images"),
     "lr_head": NON_NEGATIVE,
@@ -199,6 +201,8 @@ class RunConfig:
     walk_order: str = "random"
     walk_hops: int = FROM_PASSES
     walk_passes: int = 3
+    walkers: int = 1
+    walker_merge: int = 0
     local_epochs: int = 2
     batch_size: int = 32
     lr_head: float = 0.1
@@ -360,6 +364,10 @@ class RunConfig:
             raise ConfigError("walk-strategy = 'fedavg' with incremental-head = 'travel': under "
                               "FedAvg every node keeps its own head (nothing to travel); use "
                               "incremental-head = 'reinit'")
+        if self.walkers > 1 and self.walk_strategy == "fedavg":
+            raise ConfigError(f"walkers = {self.walkers} with walk-strategy = 'fedavg': "
+                              "walkers are walks at once; FedAvg trains every camera each "
+                              "round already")
         if self.incremental_loss == "prototype" and (self.walk_strategy == "fedavg"
                                                      or self.incremental_head == "travel"):
             raise ConfigError("incremental-loss = 'prototype' trains against a memory that "
@@ -397,6 +405,10 @@ class RunConfig:
                     f"{self.synthetic_train_ids + self.synthetic_test_ids}: at most "
                     f"{MAX_SYNTHETIC_IDS} identities (Market-style 4-digit person ids)")
             self._check_cameras_per_id()
+            if self.walkers > self.synthetic_cameras:
+                raise ConfigError(f"walkers = {self.walkers} but the synthetic network has "
+                                  f"{self.synthetic_cameras} cameras (synthetic-cameras): the "
+                                  "walkers of a step train on distinct cameras")
 
     def _check_cameras_per_id(self) -> None:
         """How many cameras see an identity, and identities per camera, of the synthetic
@@ -424,6 +436,9 @@ class RunConfig:
         if self.cameras < 2:
             raise ConfigError(f"dataset = 'devices' needs cameras, the number of camera "
                               f"devices to wait for (at least 2), got {self.cameras}")
+        if self.walkers > self.cameras:
+            raise ConfigError(f"walkers = {self.walkers} but cameras = {self.cameras}: the "
+                              "walkers of a step train on distinct cameras")
         if self.eval_mode == "server":
             raise ConfigError("dataset = 'devices': the server holds no query/gallery images, "
                               "so eval-mode must be 'federated' (devices with labelled test "

@@ -116,14 +116,26 @@ class RunDir:
         self._lines[name] = len(lines)
 
     def save_checkpoint(self, state: OrderedDict[str, torch.Tensor], info: dict,
-                        head: OrderedDict[str, torch.Tensor] | None = None) -> None:
-        """Walking weights (and a travelling head) after a hop, with where the run stood.
+                        head: OrderedDict[str, torch.Tensor] | None = None,
+                        walkers: dict | None = None) -> None:
+        """Walking weights (and a travelling head) after a step, with where the run stood;
+        with several walkers, each one's (``Walkers.to_dict``).
 
         A non-finite state is refused (StateError): it would replace the last good one."""
         check_state(state, "checkpoint weights")
         if head is not None:
             check_state(head, "checkpoint head")
-        save_torch({"state": state, "head": head, "info": info}, self.path / CHECKPOINT)
+        for index, walker in enumerate(walkers["walkers"] if walkers else ()):
+            check_state(walker["state"], f"checkpoint walker {index}")
+        save_torch({"state": state, "head": head, "info": info, "walkers": walkers},
+                   self.path / CHECKPOINT)
+
+    def load_walkers(self) -> dict | None:
+        """The walkers the last checkpoint saved (``Walkers.to_dict``), None with one."""
+        walkers = _load(self.path / CHECKPOINT).get("walkers")
+        if walkers is not None and not isinstance(walkers, dict):
+            raise StateError(f"{self.path / CHECKPOINT}: its walkers are not a checkpoint's")
+        return walkers
 
     def load_checkpoint(self, like: Mapping[str, torch.Tensor]
                         ) -> tuple[OrderedDict[str, torch.Tensor], dict,

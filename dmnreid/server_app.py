@@ -63,6 +63,7 @@ from dmnreid.strategies.pretrained import distribute_weights
 from dmnreid.strategies.roster import Roster, camera_of_info, info_message
 from dmnreid.strategies.style import STYLE_JSON, style_phase
 from dmnreid.strategies.unification import pick_one, running_mean
+from dmnreid.strategies.walkers import Walkers, check_walkers, step_number
 
 app = ServerApp()
 DEFAULTS = defaults()
@@ -329,21 +330,28 @@ class Session:
 def walk_phase(session: Session, phase: str, state: State, steps: int, seed: int, start: int,
                offset: int, payload=None, head: State | None = None,
                stop: int | None = None, head_like: State | None = None,
-               among: set[int] | None = None, clustering: int = 0) -> tuple[State, State | None]:
-    """Run steps ``start..stop-1`` of a ``steps``-step training phase (the walk, or the
-    incremental one after clustering ``clustering``; each with its own ``seed``) with
-    records, checkpoints and evaluations. A step is a hop of the walk or a round of FedAvg
-    (``walk-strategy``). A travelling head must look like ``head_like``; only the cameras
-    ``among`` take part (all when None)."""
+               among: set[int] | None = None, clustering: int = 0,
+               classes: dict[int, np.ndarray] | None = None, segment: int = 0,
+               saved: Walkers | None = None) -> tuple[State, State | None]:
+    """Run hops (rounds under FedAvg) ``start..stop-1`` of a ``steps``-hop training phase
+    (the walk, or the incremental one after clustering ``clustering``, whose steps restart
+    every ``segment`` hops; each with its own ``seed``) with records, checkpoints and
+    evaluations. The walk runs ``walkers`` hops a step (from ``saved`` walkers when resumed
+    mid-segment); FedAvg one round. A travelling head must look like ``head_like``; only the
+    cameras ``among`` (with global ``classes``) take part (all when None)."""
     cfg, run = session.cfg, session.run
     server_stem = stem_digest(session.model)
     step_name = "hop" if cfg.walk_strategy == "random-walk" else "round"
     eval_every = cfg.schedule(len(session.roster.cameras)).eval_every
+    walkers = cfg.walkers if cfg.walk_strategy == "random-walk" else 1
 
-    def after_step(records: list[Hop | SkippedHop], new_state: State,
+    def after_step(hops: range, records: list[Hop | SkippedHop], new_state: State,
                    new_head: State | None) -> None:
         for hop in records:
-            if isinstance(hop, SkippedHop):
+            if isinstance(hop, SkippedHop) and hop.camera < 0:
+                log(WARNING, "%s %s %d/%d: %s", phase, step_name, hop.hop + 1, steps,
+                    hop.skipped)
+            elif isinstance(hop, SkippedHop):
                 log(WARNING, "%s %s %d/%d camera %d skipped, the %s keeps the last good "
                     "weights: %s", phase, step_name, hop.hop + 1, steps, hop.camera, phase,
                     hop.skipped)
@@ -352,29 +360,39 @@ def walk_phase(session: Session, phase: str, state: State, steps: int, seed: int
                                 "the server's: every node needs the same pretrained-weights "
                                 "file")
             else:
-                log(INFO, "%s %s %d/%d camera %d: loss %.3f acc %.2f, %d images in %.1f s, "
-                    "%.1f MB each way", phase, step_name, hop.hop + 1, steps, hop.camera,
-                    hop.loss, hop.accuracy, hop.images, hop.seconds, hop.bytes_sent / 1e6)
+                log(INFO, "%s %s %d/%d%s camera %d: loss %.3f acc %.2f, %d images in %.1f s, "
+                    "%.1f MB each way", phase, step_name, hop.hop + 1, steps,
+                    f" (step {hop.step + 1}, walker {hop.walker})" if walkers > 1 else "",
+                    hop.camera, hop.loss, hop.accuracy, hop.images, hop.seconds,
+                    hop.bytes_sent / 1e6)
             run.append("hops.jsonl", hop.__dict__)
         session.save_network()
-        done = records[0].hop + 1
-        if done % eval_every == 0 and done < steps:
-            session.evaluate(new_state, phase, offset + done)
+        if hops.stop // eval_every > hops.start // eval_every and hops.stop < steps:
+            if walkers > 1:
+                strategy.merge()  # evaluations, like everything after a phase, see one model
+            session.evaluate(new_state, phase, offset + hops.stop)
         run.save_checkpoint(new_state, {
-            "phase": phase, "hop": records[0].hop, "lines": run.count_lines("hops.jsonl"),
-            "evaluations": run.count_lines("evaluations.jsonl")}, new_head)
+            "phase": phase, "hop": hops.stop - 1, "step": step_of(hops.start),
+            "lines": run.count_lines("hops.jsonl"),
+            "evaluations": run.count_lines("evaluations.jsonl")}, new_head,
+            strategy.team.to_dict() if walkers > 1 else None)
+
+    def step_of(hop: int) -> int:
+        return step_number(hop, segment or steps, walkers)
 
     config = {**session.base_config, "phase": phase}
     if cfg.walk_strategy == "fedavg":  # each node keeps its head for the phase's rounds
         config["local-head"] = f"{phase}-{clustering}"
     with session.grid.phase(phase):
         session.roster.begin_phase(session.grid, phase)
-        strategy = CameraWalk(session.roster, cfg.walk_order, seed, among, payload) \
+        strategy = CameraWalk(session.roster, cfg.walk_order, seed, among, payload, walkers,
+                              cfg.walker_merge, cfg.transfer_dtype, classes,
+                              cfg.incremental_loss == "prototype" and classes is not None) \
             if cfg.walk_strategy == "random-walk" else \
             CameraFedAvg(session.roster, among, payload)
         return train_steps(session.grid, strategy, state, start,
                            steps if stop is None else stop, config, cfg.hop_wait, after_step,
-                           head, head_like, cfg.transfer_dtype)
+                           head, head_like, cfg.transfer_dtype, step_of, saved)
 
 
 def incremental_payload(session: Session, classes: dict[int, np.ndarray] | None):
@@ -549,6 +567,11 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
                              {int(c): n for c, n in saved["cameras"].items()} if saved else None,
                              sha256)
     log(INFO, "%d nodes, cameras %s", len(network.nodes), [c for _, c in network.nodes])
+    if cfg.walk_strategy == "random-walk":
+        try:
+            check_walkers(cfg.walkers, len(network.tracklets))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     run = open_run(cfg)
     grid.rounds = added(run.read_json(ROUNDS_JSON), grid.rounds)  # a resumed run adds to its own
     grid.messages = added(run.read_json(MESSAGES_JSON), grid.messages)
@@ -586,8 +609,10 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
         for camera, why in summary.get("missing", {}).items() if fresh else ():
             roster.failed(int(camera), "style transfer", why)
     state, head, info = walking_state(session.model, cfg.freeze_stem, cfg.bn_mode), None, {}
+    saved_walkers = None  # several walkers stopped mid-phase: each one's weights
     if cfg.resume_from and run.has_checkpoint():
         state, info, head = run.load_checkpoint(like=state)
+        saved_walkers = run.load_walkers()
         run.truncate_lines("hops.jsonl", int(info["lines"]))
         run.truncate_lines("evaluations.jsonl", int(info["evaluations"]))
         log(INFO, "Resuming after %s hop %d", info["phase"], info["hop"] + 1)
@@ -595,9 +620,17 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
 
     plan = cfg.schedule(len(roster.cameras))
     walk_steps = plan.walk
+    def resumed_walkers(phase: str, first: int, start: int) -> Walkers | None:
+        """The saved walkers where the run stopped inside this phase's segment from
+        ``first``; a segment that starts afresh starts its walkers from the model."""
+        if saved_walkers is None or info.get("phase") != phase or start <= first:
+            return None
+        return Walkers.from_dict(saved_walkers)
+
     if info.get("phase", "walk") == "walk":
         start = info["hop"] + 1 if info else 0
-        state, _ = walk_phase(session, "walk", state, walk_steps, cfg.seed, start, 0)
+        state, _ = walk_phase(session, "walk", state, walk_steps, cfg.seed, start, 0,
+                              saved=resumed_walkers("walk", 0, start))
     session.record("walk", state, walk_steps)
 
     if plan.incremental > 0:
@@ -622,7 +655,8 @@ def run_pipeline(flower_grid: Grid, cfg: RunConfig) -> RunDir:
                                      max(start, first), walk_steps,
                                      incremental_payload(session, classes), head, stop,
                                      head_like, set(classes) if classes is not None else None,
-                                     first)
+                                     first, classes, every,
+                                     resumed_walkers("incremental", first, start))
         hops = walk_steps + inc_steps
         session.record("incremental", state, hops)
         with grid.phase("unification"):

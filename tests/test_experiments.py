@@ -185,19 +185,31 @@ def test_a_bad_option_names_the_problem(capsys: pytest.CaptureFixture):
     assert "error: --rows 'rw,everything': expected some of" in capsys.readouterr().err
 
 
-def test_ablation_compares_the_walk_with_fedavg(tmp_path: Path):
-    """--walk-strategies random-walk,fedavg: the rows that walk also run with FedAvg (every
-    camera each round), in their own folders, and strategies.csv compares them with costs."""
+def test_ablation_compares_the_walk_with_fedavg_and_with_two_walkers(tmp_path: Path):
+    """--walk-strategies random-walk,fedavg --walkers 1,2: the rows that walk also run with
+    FedAvg (every camera each round) and with two walkers, in their own folders;
+    strategies.csv and walkers.csv compare them with costs."""
     out = tmp_path / "strategies"
     assert main(["ablation", "--run-config", EXPERIMENT_CONFIG, "--seeds", "0", "--bn-modes",
                  "camera", "--rows", "baseline,rw", "--walk-strategies", "random-walk,fedavg",
-                 "--out", str(out)]) == 0
+                 "--walkers", "1,2", "--out", str(out)]) == 0
     seed = out / "runs" / "camera" / "seed-0"
     assert (seed / "fedavg" / "rw" / "result.json").is_file()
-    assert not (seed / "fedavg" / "baseline").exists()  # the same for both: run once
+    assert (seed / "walkers-2" / "rw" / "result.json").is_file()
+    assert not (seed / "fedavg" / "baseline").exists()  # the same for all: run once
+    assert not (seed / "walkers-2" / "baseline").exists()
     runs = pd.read_csv(out / "ablation_runs.csv")
-    assert sorted(zip(runs["row"], runs["walk-strategy"], strict=True)) == [
-        ("baseline", "random-walk"), ("rw", "fedavg"), ("rw", "random-walk")]
+    assert sorted(zip(runs["row"], runs["walk-strategy"], runs["walkers"], strict=True)) == [
+        ("baseline", "random-walk", 1), ("rw", "fedavg", 1), ("rw", "random-walk", 1),
+        ("rw", "random-walk", 2)]
+    walkers = pd.read_csv(out / "walkers.csv").set_index("strategy")
+    assert list(walkers.index) == ["walkers = 1", "walkers = 2", "fedavg"]
+    # the same 2 hops (on the same 2 cameras) in one step: the same bytes and nearly the
+    # same images (each hop's images depend on its camera only)
+    one, two = walkers.loc["walkers = 1"], walkers.loc["walkers = 2"]
+    assert two["train-MB"] == pytest.approx(one["train-MB"])
+    assert two["images"] == pytest.approx(one["images"])
+    assert (out / "walkers.png").stat().st_size > 0
     table = pd.read_csv(out / "strategies.csv").set_index("walk-strategy")
     assert list(table["row"]) == ["rw", "rw"]
     walk, fedavg = table.loc["random-walk"], table.loc["fedavg"]

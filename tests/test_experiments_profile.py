@@ -44,7 +44,8 @@ def profile(*argv: str) -> int:
 
 
 def hop(phase: str, number: int, sent: int, received: int) -> dict:
-    return Hop(phase, number, 7, 1, 1.0, 0.5, 10, 0.1, 3, 0, 0.2, sent, received, "d").__dict__
+    return Hop(phase, number, number, 0, 7, 1, 1.0, 0.5, 10, 0.1, 3, 0, 0.2, sent, received,
+               "d").__dict__
 
 
 def counted_messages() -> dict:
@@ -67,7 +68,7 @@ def recorded_run(root: Path) -> Path:
     run.write_json("config.json", run_config(TINY).to_mapping())
     run.write_json(MESSAGES_JSON, counted_messages())
     for record in (hop("walk", 0, 1000, 3000), hop("walk", 1, 2000, 5000),
-                   SkippedHop("walk", 2, 7, 2, "gone", 1.0, 1500, 0, "d").__dict__,
+                   SkippedHop("walk", 2, 2, 0, 7, 2, "gone", 1.0, 1500, 0, "d").__dict__,
                    hop("incremental", 0, 4000, 6000)):
         run.append("hops.jsonl", record)
     run.write_json("rounds.json", {"walk": {"rounds": 3, "messages": 3, "seconds": 1.0}})

@@ -52,17 +52,17 @@ def fabricated_run(root: Path, cameras: int, hops: int) -> Path:
         messages = added(added(messages, sent_counts("train.walk", HOP, "walk")),
                          reply_counts("train.walk", HOP_REPLY, "walk"))
         rounds = added(rounds, {"walk": {"rounds": 1, "messages": 1, "seconds": 1.5}})
-        run.append("hops.jsonl", Hop("walk", i, 7, 1 + i % 2, 1.0, 0.5, 10, 0.1, 3, 0, 1.5,
-                                     100, 100, "d").__dict__)
+        run.append("hops.jsonl", Hop("walk", i, i, 0, 7, 1 + i % 2, 1.0, 0.5, 10, 0.1, 3, 0,
+                                     1.5, 100, 100, "d").__dict__)
     messages = added(added(messages, sent_counts("train.walk", HOP, "incremental")),
                      reply_counts("train.walk", HOP_REPLY, "incremental"))
     messages = added(added(messages, sent_counts("train.walk", HOP, "incremental")),
                      reply_counts("train.walk", None, "incremental"))
     rounds = added(rounds, {"incremental": {"rounds": 2, "messages": 2, "seconds": 3.0}})
-    run.append("hops.jsonl", Hop("incremental", hops, 7, 2, 1.0, 0.5, 10, 0.1, 3, 0, 1.5,
-                                 100, 100, "d").__dict__)
-    run.append("hops.jsonl", SkippedHop("incremental", hops + 1, 8, 1, "timeout", 2.0, 100, 0,
-                                        "d").__dict__)
+    run.append("hops.jsonl", Hop("incremental", hops, hops, 0, 7, 2, 1.0, 0.5, 10, 0.1, 3,
+                                 0, 1.5, 100, 100, "d").__dict__)
+    run.append("hops.jsonl", SkippedHop("incremental", hops + 1, hops + 1, 0, 8, 1, "timeout",
+                                        2.0, 100, 0, "d").__dict__)
     run.write_json("rounds.json", rounds)
     run.write_json("messages.json", messages)
     run.write_json("clustering.json", {"clusters": 4, "diagnostics": {"triangle": {

@@ -9,6 +9,7 @@ module and stopped by its PID.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from itertools import pairwise
@@ -33,7 +34,7 @@ SHARED = {"bn-mode": "shared", "eval-mode": "server"}
 WALK, INCREMENTAL = TINY["walk-hops"], TINY["incremental-hops"]
 HOP_KEYS = {"phase", "hop", "node", "camera", "loss", "accuracy", "images", "seconds",
             "num_classes", "stem_digest", "round_trip_seconds", "bytes_sent", "bytes_received",
-            "sent_digest"}
+            "sent_digest", "step", "walker"}
 SCORES = {"rank1", "rank5", "rank10", "mAP"}
 
 
@@ -52,6 +53,7 @@ def test_hops_follow_the_seeded_order_and_are_well_formed(tiny_run):
     assert [(h["phase"], h["hop"]) for h in hops] == [
         *(("walk", i) for i in range(WALK)), *(("incremental", i) for i in range(INCREMENTAL))]
     assert all(set(h) == HOP_KEYS for h in hops)
+    assert all(h["step"] == h["hop"] and h["walker"] == 0 for h in hops)  # one walker
     cameras = list(range(1, CAMERAS + 1))
     expected = [cameras[i] for i in hop_order(CAMERAS, WALK, "random", TINY["seed"])]
     expected += [cameras[i] for i in hop_order(CAMERAS, INCREMENTAL, "random", TINY["seed"] + 1)]
@@ -312,3 +314,70 @@ def test_the_in_process_driver_scores_what_the_flower_run_scored(
     saved = [json.loads((tiny_run["dir"] / name).read_text())
              for name in ("clustering.json", "clustering-1.json")]
     assert [c["clusters"] for c in clusterings] == [c["clusters"] for c in saved]
+
+
+WALKERS = {**TINY, "style-transfer": False, "walkers": 2, "walk-hops": 6, "local-epochs": 3,
+           "incremental-hops": 4, "recluster-every": 0, "eval-every": 5,
+           "incremental-labels": "oracle", "incremental-loss": "prototype",
+           "eval-mode": "server", "unify": "pick-one"}
+
+
+def test_two_walkers_resume_mid_walk_and_train_what_the_driver_trains(
+        link: FlowerLink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Two walkers (the walk, then the incremental walk with a prototype memory that merges
+    entry by entry), stopped mid-walk and resumed: every step trains two distinct cameras
+    at once, and the run ends with the scores the in-process driver's uninterrupted walk
+    gives."""
+    from dmnreid.experiments.driver import Network
+
+    run_id, _ = link.start_run({**WALKERS, "output-dir": str(tmp_path), "run-name": "walkers",
+                                "message-audit": str(tmp_path / "audit")},
+                               supernodes=CAMERAS, stream=False)
+    deadline = time.monotonic() + 600
+    hops_file = None
+    for polled in itertools.count():
+        found = list(tmp_path.glob("*-walkers/hops.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 2:
+            hops_file = found[0]
+        if hops_file is not None or time.monotonic() > deadline:
+            break
+        if polled % 20 == 19:  # a run that failed early says so, rather than time out
+            assert not link.status(run_id).startswith("finished"), link.status(run_id)
+        time.sleep(0.5)
+    assert hops_file is not None, "the run never finished its first step"
+    link.stop_run(run_id)
+    assert link.wait(run_id) != "finished:completed"
+    checkpoint = torch.load(hops_file.parent / "checkpoints/latest.pt")
+    assert checkpoint["info"]["phase"] == "walk" and checkpoint["info"]["hop"] < 5
+    assert len(checkpoint["walkers"]["walkers"]) == 2  # each walker's weights are saved
+
+    resumed, log = link.start_run({"resume-from": str(hops_file.parent)}, supernodes=CAMERAS)
+    assert link.wait(resumed) == "finished:completed", log[-3000:]
+    hops = read_lines(hops_file)
+    # walkers from one model at a phase's start and after a merge (every 2 steps: a pass
+    # over 3 cameras), from their own after a step apart
+    for phase, count, same in (("walk", 6, [True, False, True]),
+                               ("incremental", 4, [True, False])):
+        mine = [h for h in hops if h["phase"] == phase]
+        assert [h["hop"] for h in mine] == list(range(count))
+        assert [h["step"] for h in mine] == [i // 2 for i in range(count)]
+        assert [h["walker"] for h in mine] == [0, 1] * (count // 2)
+        pairs = list(zip(mine[::2], mine[1::2], strict=True))  # a step: two cameras at once
+        assert all(a["camera"] != b["camera"] for a, b in pairs)
+        assert [a["sent_digest"] == b["sent_digest"] for a, b in pairs] == same
+    rounds = json.loads((hops_file.parent / "rounds.json").read_text())
+    assert rounds["incremental"]["rounds"] == 2  # one message round per step
+    check_replies(audit_entries(tmp_path / "audit"),
+                  walking_state(build_model("resnet18", None, 1), bn_mode="camera"), {})
+
+    monkeypatch.setenv("DMNREID_CACHE", link.env["DMNREID_CACHE"])
+    cfg = RunConfig.from_mapping(json.loads((hops_file.parent / "config.json").read_text()))
+    network = Network(cfg)
+    walked = network.first_walk(network.initial_state())
+    incremental, _ = network.incremental(walked.state)
+    metrics = json.loads((hops_file.parent / "metrics.json").read_text())
+    for stage, state in (("walk", walked.state), ("incremental", incremental.state)):
+        scores = network.score(state)
+        assert all(abs(scores[k] - metrics[stage][k]) < 1e-5 for k in SCORES), (stage, scores)
+    assert [(h["hop"], h["step"], h["walker"], h["camera"]) for h in walked.hops] == \
+        [(h["hop"], h["step"], h["walker"], h["camera"]) for h in hops if h["phase"] == "walk"]

@@ -14,7 +14,7 @@ import torch
 from dmnreid.messages import message_bytes, record_state, state_record, wire_features
 from dmnreid.reid.model import build_model, walking_state
 from dmnreid.strategies.roster import Roster
-from dmnreid.strategies.walk_strategy import stand_in
+from dmnreid.strategies.walkers import stand_in
 
 
 def test_a_camera_is_left_out_after_its_retries_and_only_then():

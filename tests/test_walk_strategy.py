@@ -18,6 +18,7 @@ import pytest
 import tomli_w
 
 from dmnreid.strategies.walk_strategy import RandomWalk, hop_order
+from dmnreid.strategies.walkers import step_members
 from tests.conftest import started_link
 from tests.flower_harness import FlowerLink
 
@@ -69,6 +70,8 @@ def train(msg: Message, context: Context) -> Message:
     out = Path(context.run_config["out"])
     (out / f"visit-{server_round}-{pid}.json").write_text(json.dumps({
         "round": server_round, "partition": pid, "head": list(head.weight.shape),
+        "hop": int(msg.content["config"]["hop"]),
+        "walker": int(msg.content["config"]["walker"]),
         "received": received, "returned": checksum(body.state_dict())}))
     return Message(RecordDict({
         "arrays": ArrayRecord(body.state_dict()),
@@ -81,7 +84,7 @@ def train(msg: Message, context: Context) -> Message:
 def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
     strategy = RandomWalk(order=cfg["order"], seed=int(cfg["seed"]),
-                          min_available_nodes=int(cfg["nodes"]))
+                          min_available_nodes=int(cfg["nodes"]), walkers=int(cfg["walkers"]))
     initial = ArrayRecord(torch.nn.Linear(4, 3).state_dict())
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=int(cfg["rounds"]),
                             timeout=300)
@@ -114,7 +117,7 @@ def walk_app(folder: Path) -> Path:
                "publisher": "dmnreid-tests",
                "components": {"serverapp": "walk_app:server", "clientapp": "walk_app:client"},
                "config": {"order": "random", "seed": 0, "rounds": 1, "nodes": 2,
-                          "out": ""}}}}}
+                          "walkers": 1, "out": ""}}}}}
     (folder / "pyproject.toml").write_text(tomli_w.dumps(app))
     (folder / "walk_app.py").write_text(WALK_APP)
     return folder
@@ -124,7 +127,8 @@ def walk_app(folder: Path) -> Path:
 def test_random_walk_drives_a_plain_flower_app(link: FlowerLink, tmp_path: Path, order: str):
     out = tmp_path / "out"
     out.mkdir()
-    config = {"order": order, "seed": SEED, "rounds": ROUNDS, "nodes": NODES, "out": str(out)}
+    config = {"order": order, "seed": SEED, "rounds": ROUNDS, "nodes": NODES, "walkers": 1,
+              "out": str(out)}
     run_id, log = link.start_run(config, supernodes=NODES, app=walk_app(tmp_path / "app"))
     assert link.wait(run_id) == "finished:completed", log[-3000:]
     server = json.loads((out / "server.json").read_text())
@@ -133,6 +137,7 @@ def test_random_walk_drives_a_plain_flower_app(link: FlowerLink, tmp_path: Path,
 
     # one node per round, in the order the seed gives over the nodes sorted by id
     assert [v["round"] for v in visits] == list(range(1, ROUNDS + 1))
+    assert [(v["hop"], v["walker"]) for v in visits] == [(r, 0) for r in range(ROUNDS)]
     assert sorted(server["members"]) == list(range(NODES))
     expected = [server["members"][i] for i in hop_order(NODES, ROUNDS, order, SEED)]
     assert [v["partition"] for v in visits] == expected == server["visited"]
@@ -148,8 +153,46 @@ def test_random_walk_drives_a_plain_flower_app(link: FlowerLink, tmp_path: Path,
     assert server["final"] == pytest.approx(visits[-1]["returned"], rel=1e-6)
 
 
+def test_two_walkers_drive_a_plain_flower_app(link: FlowerLink, tmp_path: Path):
+    """Two walkers over four nodes, merged every two rounds (a pass): each round two hops
+    on two distinct nodes as the scheduler plans them, each walker from its own arrays
+    between merges, both from their average after one; the result is the walkers' average."""
+    out = tmp_path / "out"
+    out.mkdir()
+    rounds = 5
+    config = {"order": "random", "seed": SEED, "rounds": rounds, "nodes": NODES, "walkers": 2,
+              "out": str(out)}
+    run_id, log = link.start_run(config, supernodes=NODES, app=walk_app(tmp_path / "app"))
+    assert link.wait(run_id) == "finished:completed", log[-3000:]
+    server = json.loads((out / "server.json").read_text())
+    visits = sorted((json.loads(p.read_text()) for p in out.glob("visit-*.json")),
+                    key=lambda v: v["hop"])
+    assert [(v["round"], v["walker"], v["hop"]) for v in visits] == [
+        (r + 1, w, 2 * r + w) for r in range(rounds) for w in (0, 1)]
+    order, previous, expected = hop_order(NODES, 2 * rounds, "random", SEED), [None, None], []
+    for first in range(0, 2 * rounds, 2):
+        chosen = step_members([order[first], order[first + 1]], list(range(NODES)), previous,
+                              SEED, first)
+        expected += [server["members"][i] for i in chosen]
+        previous = chosen
+    assert [v["partition"] for v in visits] == expected
+    by_round = [visits[i:i + 2] for i in range(0, len(visits), 2)]
+    assert all(a["partition"] != b["partition"] for a, b in by_round)
+    start, apart, merged, _, last = by_round
+    assert start[0]["received"] == pytest.approx(start[1]["received"], rel=1e-6)
+    for walker in (0, 1):  # on their own: each from what it returned the round before
+        assert apart[walker]["received"] == pytest.approx(start[walker]["returned"], rel=1e-6)
+    mean = (apart[0]["returned"] + apart[1]["returned"]) / 2  # 16 examples each
+    assert merged[0]["received"] == pytest.approx(mean, rel=1e-5)
+    assert merged[1]["received"] == pytest.approx(mean, rel=1e-5)
+    assert server["final"] == pytest.approx((last[0]["returned"] + last[1]["returned"]) / 2,
+                                            rel=1e-5)
+
+
 def test_bad_settings_are_refused_with_the_reason():
     with pytest.raises(ValueError, match="order 'spiral'"):
         RandomWalk(order="spiral")
     with pytest.raises(ValueError, match="min_available_nodes"):
         RandomWalk(min_available_nodes=0)
+    with pytest.raises(ValueError, match="walkers = 0"):
+        RandomWalk(walkers=0)

@@ -21,7 +21,9 @@ every other row uses what a Flower run's nodes have (``labels`` in each result s
 ``--walk-strategies random-walk,fedavg`` also trains the rows that walk (rw, rw+t, rw+t+i,
 control, oracle) with FedAvg over the cameras, and writes the comparison (``strategies``):
 mAP, bytes of the training messages, wall time here and the training time a deployment
-would take.
+would take. ``--walkers 1,2,3`` trains the rows that walk with each number of walkers at once
+(``walkers``), and writes the comparison with FedAvg where it runs too (``walkers``): mAP
+against the training time a deployment would take.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ LABELS = {"baseline": "none", "rw": "local", "rw+t": "local", "upper-bound": "tr
 STRATEGIES = ("random-walk", "fedavg")
 WALKING_ROWS = ("rw", "rw+t", "rw+t+i", "control", "oracle")  # the rows a strategy changes
 COMPARED = ("rw", "rw+t", "rw+t+i")
+WALKER_COMPARED = ("rw", "rw+t+i")
 COSTS = ("train-MB", "seconds", "deployed-seconds")
 DEFAULTS = defaults()
 
@@ -83,6 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated walk-strategy values (default random-walk); "
                              "with fedavg, the rows that walk are also trained with FedAvg "
                              "and compared (strategies.csv/md/png)")
+    parser.add_argument("--walkers", default="1",
+                        help="comma-separated walkers values (default 1, the paper's walk); "
+                             "with several, the rows that walk are trained with each and "
+                             "compared (walkers.csv/md/png, FedAvg beside them when "
+                             "--walk-strategies has it)")
 
 
 def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -104,6 +112,8 @@ class SeedRun:
             self.where += (f"stand-in-{cfg.source_seed}",)
         if cfg.walk_strategy != "random-walk":
             self.where += (cfg.walk_strategy,)
+        if cfg.walkers != 1:
+            self.where += (f"walkers-{cfg.walkers}",)
         self._network: Network | None = None
         self._nested = 0.0  # seconds spent in rows run from inside another row
 
@@ -131,7 +141,7 @@ class SeedRun:
         done = self.finished(name)
         if done is not None:
             self.say(f"{name}: done before (mAP {done['mAP']:.1f})")
-            return {"walk-strategy": "random-walk", **done}  # runs from before the option
+            return {"walk-strategy": "random-walk", "walkers": 1, **done}  # from before those
         self.say(f"{name}: starting")
         before, start = self._nested, time.perf_counter()
         scores, extra = getattr(self, "_" + name.replace("+", "_").replace("-", "_"))()
@@ -140,7 +150,7 @@ class SeedRun:
         self._nested = before + elapsed
         own += extra.pop("seconds-before", 0.0)
         result = {"row": name, "bn-mode": self.cfg.bn_mode, "seed": self.cfg.seed,
-                  "walk-strategy": self.cfg.walk_strategy,
+                  "walk-strategy": self.cfg.walk_strategy, "walkers": self.cfg.walkers,
                   "labels": LABELS[name], **scores, **extra,
                   "seconds": own, "device": device_name(resolve_device(self.cfg.device))}
         self.say(f"{name}: mAP {result['mAP']:.1f}, rank-1 {result['rank1']:.1f}")
@@ -241,6 +251,9 @@ def run(args: argparse.Namespace) -> int:
     bn_modes = _choices(args.bn_modes, BN_MODES, "--bn-modes")
     rows = _choices(args.rows, ROWS, "--rows")
     strategies = _choices(args.walk_strategies, STRATEGIES, "--walk-strategies")
+    walkers = seeds(args.walkers, "--walkers")
+    if 0 in walkers:
+        raise ConfigError(f"--walkers {args.walkers!r}: at least one walker")
     store, printer = Store(args.out / "runs"), progress_printer("ablation")
     args.out.mkdir(parents=True, exist_ok=True)
     stand_ins = seeds(args.stand_in_seeds, "--stand-in-seeds") if args.stand_in_seeds \
@@ -249,18 +262,24 @@ def run(args: argparse.Namespace) -> int:
     for bn_mode in bn_modes:
         for stand_in in stand_ins:
             for seed in seeds(args.seeds):
-                for strategy in strategies:
+                for strategy, k in [(s, k) for s in strategies
+                                    for k in (walkers if s == "random-walk" else [1])]:
                     cfg = configured(base, bn_mode=bn_mode, seed=seed, walk_strategy=strategy,
-                                     source_seed=stand_in)
+                                     source_seed=stand_in, walkers=k)
                     seed_run = SeedRun(cfg, store, printer(
                         f"bn={bn_mode} seed={seed}"
                         + (f" stand-in={stand_in}" if len(stand_ins) > 1 else "")
-                        + ("" if strategy == "random-walk" else f" {strategy}")))
+                        + ("" if strategy == "random-walk" else f" {strategy}")
+                        + ("" if k == 1 else f" walkers={k}")))
                     results += [seed_run.row(row) for row in rows
-                                if strategy == "random-walk" or row in WALKING_ROWS]
+                                if (strategy == "random-walk" and k == 1)
+                                or row in WALKING_ROWS]
     frame = results_frame(results)
     frame.drop(columns=[c for c in ("style", "clusterings") if c in frame]).to_csv(
         args.out / "ablation_runs.csv", index=False)
+    if len(walkers) > 1:
+        print(compare_walkers(frame, base, args.out))
+    frame = frame[frame["walkers"] == walkers[0]]
     if len(strategies) > 1:
         print(compare_strategies(frame, base, args.out))
     frame = frame[frame["walk-strategy"] == strategies[0]]
@@ -317,6 +336,36 @@ def compare_strategies(frame: pd.DataFrame, cfg: RunConfig, out: Path) -> str:
         "training time a deployment would take (walk hops one after another, a FedAvg "
         "round's nodes at once; messages and evaluations not counted). seeds-timed: seeds "
         "whose costs were recorded (runs from before the costs were recorded have mAP only)."))
+
+
+def compare_walkers(frame: pd.DataFrame, cfg: RunConfig, out: Path) -> str:
+    """``walkers.csv/md/png``: rw and rw+t+i with each number of walkers (and FedAvg where
+    it ran), mean ± std over seeds, with their costs; the plot puts each one's mAP against
+    the training time a deployment would take."""
+    compared = frame[frame["row"].isin(WALKER_COMPARED)].copy()
+    for column in ("images", *COSTS):
+        compared[column] = compared.get(column, float("nan"))
+    compared["row"] = compared["row"].astype(str)
+    compared["strategy"] = [f"walkers = {k}" if s == "random-walk" else s
+                            for s, k in zip(compared["walk-strategy"], compared["walkers"],
+                                            strict=True)]
+    by = ["bn-mode", "row", "strategy"]
+    summary = tables.summarise(compared, by, ("rank1", "mAP", "images", *COSTS))
+    summary["bn-mode"] = summary["bn-mode"].astype(str)
+    plots.trade_off(summary, "deployed-seconds", "mAP", "strategy", "row",
+                    out / "walkers.png", "mAP against training time deployed "
+                    "(mean ± std over seeds)")
+    return tables.write(summary, out, "walkers", ("rank1", "mAP", "images", *COSTS),
+                        title="Walkers at once", notes=(
+        f"{tables.made_with(compared)}. {_phases(cfg)} on "
+        f"{cfg.synthetic_cameras if cfg.dataset == 'synthetic' else 'the'} cameras, counted "
+        "over all walkers (the same images and bytes for any number of walkers, in 1/K of "
+        "the steps); FedAvg runs round(hops / cameras) rounds of every camera. walker-merge "
+        f"= {cfg.walker_merge} (0: once per pass). train-MB: the weights out and back for "
+        "every node trained; seconds: wall time in this process up to that stage (rw+t+i "
+        "includes rw+t and its CycleGANs); deployed-seconds: the training time a deployment "
+        "would take (a step as long as its slowest hop, steps one after another; messages "
+        "and evaluations not counted)."))
 
 
 def _phases(cfg: RunConfig) -> str:

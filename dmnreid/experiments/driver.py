@@ -47,6 +47,14 @@ from dmnreid.strategies.clustering import graph_clusters, ground_truth, true_cla
 from dmnreid.strategies.evaluation import evaluate_state
 from dmnreid.strategies.style import held_out_images, mean_gaps, measure_gaps
 from dmnreid.strategies.walk_strategy import hop_order
+from dmnreid.strategies.walkers import (
+    Walkers,
+    merge_interval,
+    owned_entries,
+    step_members,
+    step_number,
+    steps,
+)
 from dmnreid.style.node_transfer import trained_generator, transfer_style
 
 State = OrderedDict[str, torch.Tensor]
@@ -81,10 +89,11 @@ class Walked:
 
     def deployed_seconds(self) -> float:
         """Training time a deployment would spend: the steps one after another, the nodes
-        of one step (a FedAvg round) at once; messages and evaluations not counted."""
+        of one step (a FedAvg round, the walkers' hops) at once; messages and evaluations
+        not counted."""
         longest: dict[int, float] = {}
         for record in self.hops:
-            longest[record["hop"]] = max(longest.get(record["hop"], 0.0), record["seconds"])
+            longest[record["step"]] = max(longest.get(record["step"], 0.0), record["seconds"])
         return sum(longest.values())
 
 
@@ -161,31 +170,75 @@ class Network:
         return {**mean, "floor": gaps["floor"], "train_seconds": sum(seconds)}
 
     def walk(self, state: State, visits: list[int], labels: Labels | None = None,
-             first_hop: int = 0, what: str = "walk") -> Walked:
-        """Hops to the cameras ``visits``, numbered from ``first_hop``; with ``labels`` the
-        hops train on those global classes (a fresh head per hop, or the travelling one)."""
-        head, copies, images, records = None, {}, 0, []
+             first_hop: int = 0, what: str = "walk", seed: int | None = None,
+             phase_hops: int | None = None, segment: int | None = None) -> Walked:
+        """Hops planned for the cameras ``visits``, numbered from ``first_hop``, in steps of
+        ``walkers`` hops merged as the server merges them (every ``walker-merge`` steps,
+        before each of the ``phase_hops``-hop phase's evaluations, at the end; ``seed``: the
+        phase's walk seed; steps restart every ``segment`` hops). With ``labels`` the hops
+        train on those global classes (a fresh head per hop, or the travelling one, or a
+        prototype memory)."""
+        cfg, k = self.cfg, self.cfg.walkers
+        seed = cfg.seed if seed is None else seed
+        phase_hops = phase_hops or first_hop + len(visits)
+        segment = segment or phase_hops
+        eval_every = self.schedule().eval_every
         memory = self.prototypes(labels)
+        travelling = memory.to_state() if memory is not None else None
+        team = Walkers.start(k, state, travelling, memory is not None)
+        copies, images, records = {}, 0, []
         start = time.perf_counter()
-        for done, camera in enumerate(visits, start=1):
-            targets = None
-            if labels is not None and labels.classes is not None:
-                travelling = head if self.cfg.incremental_head == "travel" else None
-                targets = Targets(labels.classes[camera], labels.num_classes,
-                                  self.wire(travelling) if travelling else None, memory)
-            result = walk_hop(self.nodes[camera], self.cfg, self.weights, self.wire(state),
-                              first_hop + done - 1, targets)
-            state, head = self.wire(result.state), result.head
-            if result.memory is not None:
-                memory = self.wire_memory(result.memory)
-            copies[camera] = state
-            images += result.stats.images
-            records.append({**_record(first_hop + done - 1, camera, result),
-                            "memory-bytes": self.memory_bytes(targets)})
-            self.progress(f"{what}: hop {done}/{len(visits)} camera {camera}, loss "
+        plan = steps(first_hop, first_hop + len(visits), k)
+        for done, hops in enumerate(plan, start=1):
+            chosen = step_members([visits[h - first_hop] for h in hops], self.cameras,
+                                  [w.member for w in team.walkers[:len(hops)]], seed,
+                                  hops.start)
+            for index, (hop, camera) in enumerate(zip(hops, chosen, strict=True)):
+                walker = team.walkers[index]
+                walker.member = camera
+                result = walk_hop(self.nodes[camera], cfg, self.weights, self.wire(walker.state),
+                                  hop, self.targets(labels, camera, walker.head, memory))
+                head, owned = self.travelling(result, labels, camera)
+                team.hopped(index, hop, self.wire(result.state), head, result.stats.images,
+                            owned)
+                copies[camera] = self.wire(result.state)
+                images += result.stats.images
+                records.append({**_record(hop, step_number(hop, segment, k), index,
+                                          camera, result),
+                                "memory-bytes": self.memory_bytes(memory)})
+            team.since_merge += 1
+            if team.since_merge >= merge_interval(cfg.walker_merge, len(self.cameras), k):
+                team.merge()
+            if hops.stop // eval_every > hops.start // eval_every and hops.stop < phase_hops:
+                team.merge()  # the server merges before every evaluation
+            self.progress(f"{what}: step {done}/{len(plan)} cameras "
+                          f"{[c for c in chosen if c is not None]}, loss "
                           f"{result.stats.loss:.3f}, ETA "
-                          f"{_eta(time.perf_counter() - start, done, len(visits))}")
+                          f"{_eta(time.perf_counter() - start, done, len(plan))}")
+        state, _ = team.merge()
         return Walked(state, copies, images, records)
+
+    def targets(self, labels: Labels | None, camera: int, head: State | None,
+                memory: PrototypeMemory | None) -> Targets | None:
+        """What a hop on ``camera`` learns with ``labels``: its global classes, and the
+        walker's travelling head or prototype memory."""
+        if labels is None or labels.classes is None:
+            return None
+        travelling = head if self.cfg.incremental_head == "travel" else None
+        return Targets(labels.classes[camera], labels.num_classes, travelling,
+                       PrototypeMemory.from_state(head) if memory is not None else None)
+
+    def travelling(self, result: HopResult, labels: Labels | None, camera: int
+                   ) -> tuple[State | None, np.ndarray | None]:
+        """What travels on from a hop, as the server receives it (a head or a memory, in
+        ``transfer-dtype``), and the memory entries the hop refreshed."""
+        if result.memory is not None:
+            refreshed = self.wire(result.memory.to_state())
+            return refreshed, owned_entries(refreshed, labels.classes[camera], camera)
+        if labels is not None and labels.classes is not None \
+                and self.cfg.incremental_head == "travel":
+            return self.wire(result.head), None
+        return None, None
 
     def prototypes(self, labels: Labels | None) -> PrototypeMemory | None:
         """With ``incremental-loss = "prototype"``: the cluster memory the server would build
@@ -202,12 +255,12 @@ class Network:
         """The memory as a message carries it (vectors in ``transfer-dtype``)."""
         return PrototypeMemory.from_state(self.wire(memory.to_state()))
 
-    def memory_bytes(self, targets: Targets | None) -> int:
+    def memory_bytes(self, memory: PrototypeMemory | None) -> int:
         """Bytes of the prototype memory a hop's message carries (and its reply carries
         back); 0 without one."""
-        if targets is None or targets.memory is None:
+        if memory is None:
             return 0
-        return state_record(targets.memory.to_state(), self.cfg.transfer_dtype).count_bytes()
+        return state_record(memory.to_state(), self.cfg.transfer_dtype).count_bytes()
 
     def fedavg(self, state: State, rounds: int, labels: Labels | None = None,
                first_round: int = 0, what: str = "walk") -> Walked:
@@ -231,7 +284,7 @@ class Network:
                                   targets)
                 heads[camera], copies[camera] = result.head, self.wire(result.state)
                 images += result.stats.images
-                records.append(_record(step, camera, result))
+                records.append(_record(step, step, -1, camera, result))
                 replies.append(RecordDict({
                     WEIGHTS: state_record(copies[camera]),
                     METRICS: MetricRecord({"images": result.stats.images})}))
@@ -254,7 +307,8 @@ class Network:
         steps = self.schedule().walk
         if self.cfg.walk_strategy == "fedavg":
             return self.fedavg(state, steps)
-        return self.walk(state, self.order(steps, self.cfg.seed))
+        return self.walk(state, self.order(steps, self.cfg.seed), seed=self.cfg.seed,
+                         phase_hops=steps)
 
     def incremental(self, state: State) -> tuple[Walked, list[dict]]:
         """The incremental walk (paper 3.4) from ``state`` on the labels ``incremental-labels``
@@ -274,14 +328,18 @@ class Network:
             what = f"incremental ({source})"
             part = self.fedavg(walked.state, min(every, steps - first), labels, first, what) \
                 if self.cfg.walk_strategy == "fedavg" else \
-                self.walk(walked.state, visits[first:first + every], labels, first, what)
+                self.walk(walked.state, visits[first:first + every], labels, first, what,
+                          self.cfg.seed + 1, steps, every)
             walked = Walked(part.state, {**walked.copies, **part.copies},
                             walked.images + part.images, walked.hops + part.hops)
         return walked, clusterings
 
     def banks(self, state: State) -> dict[int, np.ndarray]:
-        """Every node's memory bank, rounded as it would travel (``feature-dtype``)."""
-        return {c: wire_features(memory_bank(self.nodes[c], self.cfg, self.weights, state),
+        """Every node's memory bank from ``state`` as ``query.memory`` carries it
+        (``transfer-dtype``; an average of walkers or of FedAvg's nodes is not exactly
+        representable in it), the banks rounded as they travel (``feature-dtype``)."""
+        sent = self.wire(state)
+        return {c: wire_features(memory_bank(self.nodes[c], self.cfg, self.weights, sent),
                                  self.cfg.feature_dtype).astype(np.float32)
                 for c in self.cameras}
 
@@ -330,9 +388,11 @@ def correct_merges(edges: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return graph_clusters(Pairs(right[:, 0], right[:, 1]), len(truth))
 
 
-def _record(step: int, camera: int, result: HopResult) -> dict:
-    """One node's training in a walk or FedAvg round, as ``Walked.hops`` holds it."""
-    return {"hop": step, "camera": camera, "loss": result.stats.loss,
+def _record(hop: int, step: int, walker: int, camera: int, result: HopResult) -> dict:
+    """One node's training in a walk or FedAvg round, as ``Walked.hops`` holds it (a FedAvg
+    round's hop and step are its number, its walker -1, as in hops.jsonl)."""
+    return {"hop": hop, "step": step, "walker": walker, "camera": camera,
+            "loss": result.stats.loss,
             "images": result.stats.images, "seconds": result.stats.seconds}
 
 

@@ -30,3 +30,25 @@ def grouped_bars(table: pd.DataFrame, category: str, group: str, metric: str, pa
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def trade_off(table: pd.DataFrame, x: str, y: str, point: str, series: str, path: Path,
+              title: str) -> None:
+    """One point per ``point`` value at (``x``, ``y``) with the ``_std`` columns as error
+    bars, a panel per ``series`` value: what each choice costs and gives."""
+    panels = list(dict.fromkeys(table[series]))
+    fig = Figure(figsize=(4.2 * len(panels), 3.5))
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, name in zip(axes, panels, strict=True):
+        part = table[table[series] == name]
+        for _, row in part.iterrows():
+            ax.errorbar(row[x], row[y], xerr=row.get(f"{x}_std"), yerr=row.get(f"{y}_std"),
+                        fmt="o", capsize=3, label=row[point])
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title(f"{series} {name}", fontsize="medium")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

@@ -16,13 +16,23 @@ from dmnreid.messages import HEAD, PROTOTYPES, WEIGHTS, message_bytes, metrics_o
 
 
 @dataclass(frozen=True)
-class Hop:
-    """The record of one hop, one line of hops.jsonl."""
+class Where:
+    """Which training a record is of: the phase, its hop (a global counter, one per hop of
+    the walk; a FedAvg round's number, shared by its nodes), its step (the hops of a step
+    run at once, one per walker), its walker (-1 under FedAvg), the node and its camera."""
 
     phase: str
     hop: int
+    step: int
+    walker: int
     node: int
     camera: int
+
+
+@dataclass(frozen=True)
+class Hop(Where):
+    """The record of one hop, one line of hops.jsonl."""
+
     loss: float
     accuracy: float
     images: int
@@ -36,14 +46,10 @@ class Hop:
 
 
 @dataclass(frozen=True)
-class SkippedHop:
-    """A hop whose reply could not be used (one line of hops.jsonl, with its cause): the walk
-    kept the weights it had and went on."""
+class SkippedHop(Where):
+    """A hop whose reply could not be used (one line of hops.jsonl, with its cause): its
+    walker kept the weights it had and went on."""
 
-    phase: str
-    hop: int
-    node: int
-    camera: int
     skipped: str
     round_trip_seconds: float
     bytes_sent: int
@@ -64,11 +70,11 @@ def state_digest(state: State) -> str:
     return sha.hexdigest()[:16]
 
 
-def hop_record(phase: str, hop: int, node: int, camera: int, metrics: dict, reply: Message,
-               round_trip: float, sent: int, digest: str) -> Hop:
+def hop_record(where: Where, metrics: dict, reply: Message, round_trip: float, sent: int,
+               digest: str) -> Hop:
     """The record of a hop whose reply passed :func:`checked_reply`."""
     return Hop(
-        phase=phase, hop=hop, node=node, camera=camera, loss=float(metrics["loss"]),
+        **where.__dict__, loss=float(metrics["loss"]),
         accuracy=float(metrics["accuracy"]), images=int(metrics["images"]),
         seconds=float(metrics["seconds"]), num_classes=int(metrics["num-classes"]),
         stem_digest=int(metrics["stem-digest"]), round_trip_seconds=round_trip,
