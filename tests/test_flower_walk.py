@@ -316,8 +316,8 @@ def test_the_in_process_driver_scores_what_the_flower_run_scored(
     assert [c["clusters"] for c in clusterings] == [c["clusters"] for c in saved]
 
 
-WALKERS = {**TINY, "style-transfer": False, "walkers": 2, "walk-hops": 6, "local-epochs": 3,
-           "incremental-hops": 4, "recluster-every": 0, "eval-every": 5,
+WALKERS = {**TINY, "style-transfer": False, "walkers": 2, "walk-hops": 6, "local-epochs": 2,
+           "incremental-hops": 2, "recluster-every": 0, "eval-every": 5,
            "incremental-labels": "oracle", "incremental-loss": "prototype",
            "eval-mode": "server", "unify": "pick-one"}
 
@@ -356,8 +356,7 @@ def test_two_walkers_resume_mid_walk_and_train_what_the_driver_trains(
     hops = read_lines(hops_file)
     # walkers from one model at a phase's start and after a merge (every 2 steps: a pass
     # over 3 cameras), from their own after a step apart
-    for phase, count, same in (("walk", 6, [True, False, True]),
-                               ("incremental", 4, [True, False])):
+    for phase, count, same in (("walk", 6, [True, False, True]), ("incremental", 2, [True])):
         mine = [h for h in hops if h["phase"] == phase]
         assert [h["hop"] for h in mine] == list(range(count))
         assert [h["step"] for h in mine] == [i // 2 for i in range(count)]
@@ -366,7 +365,7 @@ def test_two_walkers_resume_mid_walk_and_train_what_the_driver_trains(
         assert all(a["camera"] != b["camera"] for a, b in pairs)
         assert [a["sent_digest"] == b["sent_digest"] for a, b in pairs] == same
     rounds = json.loads((hops_file.parent / "rounds.json").read_text())
-    assert rounds["incremental"]["rounds"] == 2  # one message round per step
+    assert rounds["incremental"]["rounds"] == 1  # one message round per step
     check_replies(audit_entries(tmp_path / "audit"),
                   walking_state(build_model("resnet18", None, 1), bn_mode="camera"), {})
 
