@@ -123,17 +123,22 @@ def walk_app(folder: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("order", ["random", "permutation"])
-def test_random_walk_drives_a_plain_flower_app(link: FlowerLink, tmp_path: Path, order: str):
+def walked(link: FlowerLink, tmp_path: Path, **config: object) -> tuple[dict, list[dict]]:
+    """The plain app's walk over NODES nodes (seed SEED) with ``config``: what the server
+    recorded, and every visit in hop order."""
     out = tmp_path / "out"
     out.mkdir()
-    config = {"order": order, "seed": SEED, "rounds": ROUNDS, "nodes": NODES, "walkers": 1,
-              "out": str(out)}
-    run_id, log = link.start_run(config, supernodes=NODES, app=walk_app(tmp_path / "app"))
+    run_id, log = link.start_run({**config, "seed": SEED, "nodes": NODES, "out": str(out)},
+                                 supernodes=NODES, app=walk_app(tmp_path / "app"))
     assert link.wait(run_id) == "finished:completed", log[-3000:]
     server = json.loads((out / "server.json").read_text())
-    visits = sorted((json.loads(p.read_text()) for p in out.glob("visit-*.json")),
-                    key=lambda v: v["round"])
+    return server, sorted((json.loads(p.read_text()) for p in out.glob("visit-*.json")),
+                          key=lambda v: v["hop"])
+
+
+@pytest.mark.parametrize("order", ["random", "permutation"])
+def test_random_walk_drives_a_plain_flower_app(link: FlowerLink, tmp_path: Path, order: str):
+    server, visits = walked(link, tmp_path, order=order, rounds=ROUNDS, walkers=1)
 
     # one node per round, in the order the seed gives over the nodes sorted by id
     assert [v["round"] for v in visits] == list(range(1, ROUNDS + 1))
@@ -157,16 +162,8 @@ def test_two_walkers_drive_a_plain_flower_app(link: FlowerLink, tmp_path: Path):
     """Two walkers over four nodes, merged every two rounds (a pass): each round two hops
     on two distinct nodes as the scheduler plans them, each walker from its own arrays
     between merges, both from their average after one; the result is the walkers' average."""
-    out = tmp_path / "out"
-    out.mkdir()
     rounds = 5
-    config = {"order": "random", "seed": SEED, "rounds": rounds, "nodes": NODES, "walkers": 2,
-              "out": str(out)}
-    run_id, log = link.start_run(config, supernodes=NODES, app=walk_app(tmp_path / "app"))
-    assert link.wait(run_id) == "finished:completed", log[-3000:]
-    server = json.loads((out / "server.json").read_text())
-    visits = sorted((json.loads(p.read_text()) for p in out.glob("visit-*.json")),
-                    key=lambda v: v["hop"])
+    server, visits = walked(link, tmp_path, order="random", rounds=rounds, walkers=2)
     assert [(v["round"], v["walker"], v["hop"]) for v in visits] == [
         (r + 1, w, 2 * r + w) for r in range(rounds) for w in (0, 1)]
     order, previous, expected = hop_order(NODES, 2 * rounds, "random", SEED), [None, None], []
