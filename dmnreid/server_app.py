@@ -63,7 +63,7 @@ from dmnreid.strategies.pretrained import distribute_weights
 from dmnreid.strategies.roster import Roster, camera_of_info, info_message
 from dmnreid.strategies.style import STYLE_JSON, style_phase
 from dmnreid.strategies.unification import pick_one, running_mean
-from dmnreid.strategies.walkers import Walkers, check_walkers, step_number
+from dmnreid.strategies.walkers import Walkers, check_walkers, evaluates_after, step_number
 
 app = ServerApp()
 DEFAULTS = defaults()
@@ -367,7 +367,7 @@ def walk_phase(session: Session, phase: str, state: State, steps: int, seed: int
                     hop.bytes_sent / 1e6)
             run.append("hops.jsonl", hop.__dict__)
         session.save_network()
-        if hops.stop // eval_every > hops.start // eval_every and hops.stop < steps:
+        if evaluates_after(hops, eval_every, steps):
             if walkers > 1:
                 strategy.merge()  # evaluations, like everything after a phase, see one model
             session.evaluate(new_state, phase, offset + hops.stop)

@@ -16,6 +16,7 @@ from dmnreid.strategies.walk_strategy import RandomWalk, hop_order
 from dmnreid.strategies.walkers import (
     Walkers,
     check_walkers,
+    evaluates_after,
     mean_state,
     merge_interval,
     owned_entries,
@@ -107,6 +108,9 @@ def test_steps_and_their_numbers():
     # restarting every 5 hops with 2 walkers: [0,1] [2,3] [4] | [5,6] [7,8] [9]
     assert [step_number(h, 5, 2) for h in range(10)] == [0, 0, 1, 1, 2, 3, 3, 4, 4, 5]
     assert [step_number(h, 18, 1) for h in range(18)] == list(range(18))
+    assert [evaluates_after(h, 6, 18) for h in steps(0, 18, 4)] == \
+        [False, True, True, False, False]  # reaches 6 and 12; 18 ends the phase
+    assert [evaluates_after(h, 6, 18) for h in steps(0, 18, 1)].count(True) == 2
     assert merge_interval(0, 6, 2) == 3 and merge_interval(0, 5, 2) == 3
     assert merge_interval(4, 6, 2) == 4 and merge_interval(0, 1, 3) == 1
 

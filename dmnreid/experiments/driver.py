@@ -49,6 +49,7 @@ from dmnreid.strategies.style import held_out_images, mean_gaps, measure_gaps
 from dmnreid.strategies.walk_strategy import hop_order
 from dmnreid.strategies.walkers import (
     Walkers,
+    evaluates_after,
     merge_interval,
     owned_entries,
     step_members,
@@ -186,6 +187,7 @@ class Network:
         memory = self.prototypes(labels)
         travelling = memory.to_state() if memory is not None else None
         team = Walkers.start(k, state, travelling, memory is not None)
+        memory_bytes = self.memory_bytes(memory)  # each hop's message: the same size
         copies, images, records = {}, 0, []
         start = time.perf_counter()
         plan = steps(first_hop, first_hop + len(visits), k)
@@ -199,17 +201,15 @@ class Network:
                 result = walk_hop(self.nodes[camera], cfg, self.weights, self.wire(walker.state),
                                   hop, self.targets(labels, camera, walker.head, memory))
                 head, owned = self.travelling(result, labels, camera)
-                team.hopped(index, hop, self.wire(result.state), head, result.stats.images,
-                            owned)
                 copies[camera] = self.wire(result.state)
+                team.hopped(index, hop, copies[camera], head, result.stats.images, owned)
                 images += result.stats.images
                 records.append({**_record(hop, step_number(hop, segment, k), index,
-                                          camera, result),
-                                "memory-bytes": self.memory_bytes(memory)})
+                                          camera, result), "memory-bytes": memory_bytes})
             team.since_merge += 1
             if team.since_merge >= merge_interval(cfg.walker_merge, len(self.cameras), k):
                 team.merge()
-            if hops.stop // eval_every > hops.start // eval_every and hops.stop < phase_hops:
+            if evaluates_after(hops, eval_every, phase_hops):
                 team.merge()  # the server merges before every evaluation
             self.progress(f"{what}: step {done}/{len(plan)} cameras "
                           f"{[c for c in chosen if c is not None]}, loss "

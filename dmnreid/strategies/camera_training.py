@@ -192,7 +192,7 @@ def train_step(grid: Grid, strategy: Strategy, hops: range, state: State, config
         reply.content[WEIGHTS] = state_record(checked)  # aggregated in float32
         usable.append(reply)
     if isinstance(strategy, CameraWalk):
-        strategy.aggregate_train(step + 1, usable)
+        strategy.absorb(step + 1, usable)
         moved = {int(m.content[CONFIG]["hop"]) for m in messages}
         for index, hop in enumerate(hops):  # fewer free live cameras than walkers
             if hop not in moved:

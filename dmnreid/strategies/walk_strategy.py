@@ -129,7 +129,8 @@ class RandomWalk(Strategy):
                              f"{', '.join(WALK_ORDERS)}")
         if min_available_nodes < 1:
             raise ValueError("RandomWalk needs min_available_nodes >= 1")
-        check_walkers(walkers, walkers)
+        if walkers < 1:
+            raise ValueError(f"walkers = {walkers}: at least one walker")
         if walker_merge < 0:
             raise ValueError(f"walker_merge = {walker_merge}: rounds, or 0 for once per pass")
         self.order = order
@@ -246,6 +247,17 @@ class RandomWalk(Strategy):
         """Each walker takes its node's arrays; merged when due. Returns the walkers'
         average (with one walker its arrays) and metrics; (None, None) when no reply is
         usable, so the walk keeps the arrays it had."""
+        used = self.absorb(server_round, replies)
+        if not used:
+            return None, None
+        state, _ = self.team.model()
+        if len(used) == 1:
+            return ArrayRecord(state), next(iter(used[0].metric_records.values()), None)
+        return ArrayRecord(state), aggregate_metricrecords(used, self.weighted_by_key)
+
+    def absorb(self, server_round: int, replies: Iterable[Message]) -> list[RecordDict]:
+        """Each walker takes its node's arrays (a missing or erred reply leaves it as it
+        was), and the walkers merge when due; returns the contents used."""
         used: list[RecordDict] = []
         for reply in replies:
             if reply.has_error():
@@ -269,12 +281,8 @@ class RandomWalk(Strategy):
         if self.team.since_merge >= merge_interval(self.walker_merge, self.live_count,
                                                    self.walkers):
             self.team.merge()
-        if not used:
-            return None, None
-        state, _ = self.team.model()
-        if len(used) == 1:
-            return ArrayRecord(state), next(iter(used[0].metric_records.values()), None)
-        return ArrayRecord(state), aggregate_metricrecords(used, self.weighted_by_key)
+        return used
+
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord,
                            config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         return []

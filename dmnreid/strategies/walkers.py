@@ -81,6 +81,13 @@ def step_number(hop: int, segment: int, walkers: int) -> int:
     return (hop // segment) * math.ceil(segment / walkers) + (hop % segment) // walkers
 
 
+def evaluates_after(hops: range, eval_every: int, phase_hops: int) -> bool:
+    """Whether the server evaluates (so the walkers merge) after the step of ``hops``: when
+    the step crosses a multiple of ``eval_every`` before the phase's end (which evaluates
+    anyway). With one walker: every ``eval_every`` hops."""
+    return hops.stop // eval_every > hops.start // eval_every and hops.stop < phase_hops
+
+
 def merge_interval(walker_merge: int, live: int, walkers: int) -> int:
     """Steps between merges: ``walker-merge``, or at 0 one pass over the live cameras."""
     return walker_merge or max(1, math.ceil(live / walkers))
